@@ -1,0 +1,223 @@
+"""YAML configs -> a validated, typed graph.
+
+A config has two top-level keys::
+
+    pipeline:            # runtime settings (PipelineSettings below)
+      on_error: skip
+    stages:              # nodes, in order; each feeds the next unless `inputs` says otherwise
+      - name: source
+        kind: file       # a registered stage kind
+        path: clip.mp4   # every other key is a constructor argument of that kind
+      - name: out
+        kind: video_file
+        path: out.mp4
+
+Stage kinds register with ``@register("kind")`` on the class itself, so the
+name sits next to the code it names. A stage's config keys are its
+constructor's parameter names, validated with pydantic against the
+constructor's type hints: an unknown key or a wrong type is a one-line
+ConfigError naming the stage and the key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.edges import Policy
+from pipeline.errors import ConfigError
+from pipeline.graph import Graph, NodeSpec
+from pipeline.stage import Source, Stage
+
+STAGE_KINDS: dict[str, type[Stage]] = {}
+S = TypeVar("S", bound=type[Stage])
+
+
+def register(kind: str) -> Callable[[S], S]:
+    """Class decorator: make a Stage subclass available as ``kind:`` in configs."""
+
+    def add(cls: S) -> S:
+        if kind in STAGE_KINDS and STAGE_KINDS[kind] is not cls:
+            raise ValueError(f"stage kind {kind!r} registered twice")
+        cls.kind = kind
+        STAGE_KINDS[kind] = cls
+        return cls
+
+    return add
+
+
+class PipelineSettings(BaseModel):
+    """Runtime settings (the ``pipeline:`` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "cpu"
+    """Where model stages run (``cpu``, ``cuda``, ``cuda:1``); stages that take a
+    ``device`` argument get this unless they set their own."""
+    threads: int = Field(2, ge=1)
+    """Intra-op threads for model stages (torch)."""
+    on_error: Literal["skip", "stop"] = "skip"
+    """Default for stages' ``on_error``: an exception on one frame drops that frame
+    (``skip``) or ends the run (``stop``)."""
+    join_timeout: float = Field(1.0, gt=0)
+    """Seconds a join waits for a missing branch on live input."""
+    max_frames: int | None = Field(None, ge=1)
+    """Stop each source after this many frames."""
+    stop_grace: float = Field(2.0, gt=0)
+    """Seconds a source stuck in a read may take to stop before it is cut off."""
+    metrics_json: str | None = None
+    """Also write the final metrics as JSON to this path."""
+    progress: bool | None = None
+    """Progress bar / status line: None = when stderr is a terminal."""
+
+
+class QueueSettings(BaseModel):
+    """The inbound edge of a stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capacity: int = Field(8, ge=1)
+    policy: Policy | None = None
+
+
+class StageEntry(BaseModel):
+    """One item of ``stages:``; keys beyond these are the stage's own arguments."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    inputs: list[str] | None = None
+    queue: QueueSettings = QueueSettings()
+    on_error: Literal["skip", "stop"] | None = None
+    join: bool = True
+
+
+class Config(BaseModel):
+    """A whole config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: PipelineSettings = PipelineSettings()
+    stages: list[StageEntry] = Field(min_length=2)
+
+
+def _one_line(error: pydantic.ValidationError, where: str) -> str:
+    errors = error.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key {loc!r}"
+    if first["type"] == "missing":
+        return f"{where}: missing key {loc!r}"
+    return f"{where}: {loc}: {first['msg']}" if loc else f"{where}: {first['msg']}"
+
+
+def _constructor_model(cls: type[Stage]) -> type[BaseModel]:
+    hints = typing.get_type_hints(cls.__init__)
+    fields: dict[str, Any] = {}
+    for pname, param in inspect.signature(cls.__init__).parameters.items():
+        if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[pname] = (hints.get(pname, Any), default)
+    return pydantic.create_model(
+        f"{cls.__name__}Args",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+
+
+def stage_parameters(kind: str) -> list[str]:
+    """Config keys a stage kind accepts."""
+    return list(_constructor_model(STAGE_KINDS[kind]).model_fields)
+
+
+def build_stage(kind: str, args: dict[str, Any], where: str = "stage") -> Stage:
+    """Construct a registered stage from config arguments.
+
+    Raises:
+        ConfigError: unknown kind, unknown key, wrong type or missing argument.
+    """
+    if kind not in STAGE_KINDS:
+        known = ", ".join(sorted(STAGE_KINDS))
+        raise ConfigError(f"{where}: unknown stage kind {kind!r} (known: {known})")
+    cls = STAGE_KINDS[kind]
+    try:
+        validated = _constructor_model(cls).model_validate(args)
+    except pydantic.ValidationError as error:
+        raise ConfigError(_one_line(error, where)) from None
+    return cls(**{k: getattr(validated, k) for k in type(validated).model_fields})
+
+
+def parse_config(raw: Any, origin: str = "config") -> Config:
+    """Validate a config already loaded from YAML (a dict)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping with 'pipeline' and 'stages'")
+    try:
+        return Config.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise ConfigError(_one_line(error, origin)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file into a dict.
+
+    Raises:
+        ConfigError: missing file or invalid YAML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{line}") from None
+    return raw
+
+
+def build_graph(config: Config) -> Graph:
+    """Construct every stage and wire the graph.
+
+    Raises:
+        ConfigError: anything wrong in a stage entry or in the wiring.
+    """
+    settings = config.pipeline
+    specs = []
+    previous: str | None = None
+    for i, entry in enumerate(config.stages):
+        where = f"stages[{i}] ({entry.name})"
+        args = dict(entry.model_extra or {})
+        if entry.kind in STAGE_KINDS and "device" in stage_parameters(entry.kind):
+            args.setdefault("device", settings.device)
+        stage = build_stage(entry.kind, args, where)
+        inputs = entry.inputs
+        if inputs is None:
+            inputs = [] if isinstance(stage, Source) or previous is None else [previous]
+        specs.append(
+            NodeSpec(
+                name=entry.name,
+                stage=stage,
+                inputs=inputs,
+                capacity=entry.queue.capacity,
+                policy=entry.queue.policy,
+                on_error=entry.on_error or settings.on_error,
+                join=entry.join,
+            )
+        )
+        previous = entry.name
+    return Graph(
+        specs,
+        join_timeout=settings.join_timeout,
+        max_frames=settings.max_frames,
+        stop_grace=settings.stop_grace,
+    )

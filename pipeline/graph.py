@@ -1,0 +1,396 @@
+"""The stage graph: nodes, their edges, one worker thread each, and shutdown.
+
+Shutdown has two speeds. ``stop()`` (first Ctrl-C, end of ``max_frames``, a
+fatal error) asks the sources to end; they send end of stream, every stage
+finishes what is queued, and sinks finalise: nothing already decoded is lost.
+A source stuck in a blocking read is given ``stop_grace`` seconds, then its end
+of stream is sent for it. ``abort()`` (second Ctrl-C) closes every edge so
+workers exit at once; sinks are still closed, so files stay playable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.edges import Edge, EdgeClosed, Policy
+from pipeline.errors import ConfigError, FrameGraphError, StageError
+from pipeline.frame import EndOfStream, Frame
+from pipeline.join import Joiner
+from pipeline.metrics import Metrics, StageMetrics
+from pipeline.stage import Source, Stage
+
+log = logging.getLogger("framegraph")
+
+ErrorPolicy = Literal["skip", "stop"]
+
+
+@dataclass
+class NodeSpec:
+    """How one stage sits in the graph.
+
+    Attributes:
+        name: unique node name; the stage's results are stored under it.
+        stage: the stage object.
+        inputs: upstream node names (empty for sources).
+        capacity: frames the inbound edge holds.
+        policy: inbound edge policy; None = ``latest`` when fed directly by a
+            live source, else ``block``.
+        on_error: what an exception in ``process`` does: drop that frame
+            (``skip``) or end the run (``stop``). FrameGraphError always stops.
+        join: with several inputs, join them by frame id (True) or pass frames
+            through as they come (False, e.g. several sources into one model).
+    """
+
+    name: str
+    stage: Stage
+    inputs: list[str] = field(default_factory=list)
+    capacity: int = 8
+    policy: Policy | None = None
+    on_error: ErrorPolicy = "skip"
+    join: bool = True
+
+
+class _Node:
+    def __init__(self, spec: NodeSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.stage = spec.stage
+        self.stage.name = spec.name
+        self.inbound: Edge | None = None
+        self.outputs: list[Edge] = []
+        self.metrics: StageMetrics | None = None
+        self.thread: threading.Thread | None = None
+        self.live = False
+        self.failed = False
+        self._eos_sent = False
+        self._eos_lock = threading.Lock()
+
+    @property
+    def is_source(self) -> bool:
+        return isinstance(self.stage, Source)
+
+    def send_eos(self) -> None:
+        """Send end of stream downstream, once."""
+        with self._eos_lock:
+            if self._eos_sent:
+                return
+            self._eos_sent = True
+        for edge in self.outputs:
+            edge.put(self.name, EndOfStream(self.name))
+
+
+@dataclass
+class RunReport:
+    """How a run ended."""
+
+    metrics: Metrics
+    error: FrameGraphError | None = None
+    interrupted: bool = False
+
+
+class Graph:
+    """A validated DAG of stages, ready to run once.
+
+    Args:
+        specs: the nodes, sources included, in any order.
+        join_timeout: seconds a join waits for a missing branch on live input.
+        max_frames: stop the sources after this many frames each (None = all).
+        stop_grace: seconds a stopping source may take before its end of stream
+            is sent for it.
+
+    Raises:
+        ConfigError: duplicate names, unknown inputs, cycles, a source with
+            inputs, a stage without inputs, or a stage whose needed result type
+            no upstream stage produces.
+    """
+
+    def __init__(
+        self,
+        specs: list[NodeSpec],
+        join_timeout: float = 1.0,
+        max_frames: int | None = None,
+        stop_grace: float = 2.0,
+    ) -> None:
+        self.join_timeout = join_timeout
+        self.max_frames = max_frames
+        self.stop_grace = stop_grace
+        self.metrics = Metrics()
+        self.nodes: dict[str, _Node] = {}
+        for spec in specs:
+            if spec.name in self.nodes:
+                raise ConfigError(f"two stages are named {spec.name!r}")
+            self.nodes[spec.name] = _Node(spec)
+        self.order = self._topological_order()
+        self._wire()
+        self._error: FrameGraphError | None = None
+        self._error_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stop_requested_at: float | None = None
+        self._aborted = False
+        self.interrupted = False
+
+    # ---- construction -------------------------------------------------
+    def _topological_order(self) -> list[_Node]:
+        for node in self.nodes.values():
+            for up in node.spec.inputs:
+                if up not in self.nodes:
+                    raise ConfigError(f"stage {node.name!r}: input {up!r} is not a stage")
+            if node.is_source and node.spec.inputs:
+                raise ConfigError(f"source {node.name!r} cannot have inputs")
+            if not node.is_source and not node.spec.inputs:
+                raise ConfigError(f"stage {node.name!r} has no inputs")
+        order: list[_Node] = []
+        state: dict[str, int] = {}
+
+        def visit(node: _Node) -> None:
+            if state.get(node.name) == 2:
+                return
+            if state.get(node.name) == 1:
+                raise ConfigError(f"the graph has a cycle through {node.name!r}")
+            state[node.name] = 1
+            for up in node.spec.inputs:
+                visit(self.nodes[up])
+            state[node.name] = 2
+            order.append(node)
+
+        for node in self.nodes.values():
+            visit(node)
+        if not any(n.is_source for n in order):
+            raise ConfigError("the graph has no source")
+        if all(n.is_source for n in order):
+            raise ConfigError("the graph has no stage after its sources")
+        return order
+
+    def _wire(self) -> None:
+        produced: dict[str, set[type]] = {}
+        for node in self.order:
+            ups = [self.nodes[u] for u in node.spec.inputs]
+            node.live = node.is_source and getattr(node.stage, "live", False)
+            node.live = node.live or any(u.live for u in ups)
+            available = set().union(*(produced[u.name] for u in ups)) if ups else set()
+            for needed in node.stage.consumes:
+                if needed not in available:
+                    raise ConfigError(
+                        f"stage {node.name!r} ({node.stage.kind}) needs {needed.__name__} "
+                        "results, but no stage before it produces them"
+                    )
+            produced[node.name] = available | set(node.stage.produces)
+            if not node.is_source:
+                policy = node.spec.policy
+                if policy is None:
+                    fed_by_live_source = any(u.is_source and u.live for u in ups)
+                    policy = Policy.LATEST if fed_by_live_source else Policy.BLOCK
+                node.inbound = Edge(node.name, node.spec.capacity, policy)
+                for up in ups:
+                    up.outputs.append(node.inbound)
+            node.metrics = self.metrics.add_stage(
+                node.name, node.stage.kind, node.inbound, node.stage.status
+            )
+
+    @property
+    def sources(self) -> list[Source]:
+        return [n.stage for n in self.order if n.is_source]  # type: ignore[misc]
+
+    @property
+    def live(self) -> bool:
+        """True when any source is live."""
+        return any(n.live for n in self.order if n.is_source)
+
+    def expected_frames(self) -> int | None:
+        """Frames the sources will produce in all, if every source knows."""
+        counts = [s.expected_frames() for s in self.sources]
+        if any(c is None for c in counts):
+            return None
+        if self.max_frames is not None:
+            counts = [min(c, self.max_frames) for c in counts]  # type: ignore[type-var]
+        return sum(counts)  # type: ignore[arg-type]
+
+    # ---- control ------------------------------------------------------
+    def stop(self) -> None:
+        """Graceful stop: sources end, queued frames drain, sinks finalise."""
+        if self._stopping.is_set():
+            return
+        self._stop_requested_at = time.monotonic()
+        self._stopping.set()
+        for node in self.order:
+            if node.is_source:
+                node.stage.request_stop()  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        """Immediate stop: every worker exits; sinks are still closed."""
+        self._aborted = True
+        self.stop()
+        for node in self.order:
+            if node.inbound is not None:
+                node.inbound.close()
+
+    def interrupt(self) -> None:
+        """User asked to stop (Ctrl-C / SIGTERM): first call drains, second aborts."""
+        if self.interrupted:
+            self.abort()
+        else:
+            self.interrupted = True
+            self.stop()
+
+    def _fail(self, error: FrameGraphError) -> None:
+        with self._error_lock:
+            if self._error is None:
+                self._error = error
+        self.stop()
+
+    # ---- running ------------------------------------------------------
+    def run(self) -> RunReport:
+        """Open every stage, run until all sinks saw end of stream, close all.
+
+        Returns:
+            How it ended; errors raised while opening are returned there too.
+        """
+        opened: list[_Node] = []
+        try:
+            for node in reversed(self.order):  # sinks first: fail before decoding
+                node.stage.open()
+                opened.append(node)
+            self.metrics.started = time.monotonic()
+            for node in self.order:
+                target = self._run_source if node.is_source else self._run_stage
+                node.thread = threading.Thread(
+                    target=target, args=(node,), name=f"stage-{node.name}", daemon=True
+                )
+                node.thread.start()
+            self._wait()
+        except FrameGraphError as error:
+            self._fail(error)
+        finally:
+            self.metrics.finished = time.monotonic()
+            for node in opened:
+                if node.thread is not None and node.thread.is_alive():
+                    log.warning("stage %s is still busy; not closing it", node.name)
+                    continue
+                try:
+                    node.stage.close()
+                except FrameGraphError as error:
+                    self._fail(error)
+                except Exception as error:  # a failed close must not hide the others
+                    log.error("closing stage %s failed: %s", node.name, error)
+                    self._fail(StageError(f"closing stage {node.name!r} failed: {error}"))
+        return RunReport(self.metrics, self._error, self.interrupted)
+
+    def _wait(self) -> None:
+        for node in self.order:
+            if node.is_source:
+                continue
+            while node.thread.is_alive():  # type: ignore[union-attr]
+                node.thread.join(0.25)  # type: ignore[union-attr]
+                self._enforce_stop_grace()
+        for node in self.order:
+            if node.is_source:
+                node.thread.join(self.stop_grace)  # type: ignore[union-attr]
+
+    def _enforce_stop_grace(self) -> None:
+        started = self._stop_requested_at
+        if started is None or time.monotonic() - started < self.stop_grace:
+            return
+        for node in self.order:
+            if node.is_source and node.thread.is_alive():  # type: ignore[union-attr]
+                node.send_eos()
+
+    def _emit(self, node: _Node, frame: Frame) -> None:
+        if not node.outputs:
+            self.metrics.record_output(node.name, frame.capture_time)
+            return
+        copies = [frame] + [frame.branch_copy() for _ in node.outputs[1:]]
+        for edge, payload in zip(node.outputs, copies, strict=True):
+            edge.put(node.name, payload)
+
+    def _run_source(self, node: _Node) -> None:
+        source: Source = node.stage  # type: ignore[assignment]
+        metrics = node.metrics
+        count = 0
+        try:
+            frames = iter(source.frames())
+            while not self._stopping.is_set():
+                t0 = time.monotonic()
+                frame = next(frames, None)
+                if frame is None or self._stopping.is_set():
+                    break
+                metrics.record(time.monotonic() - t0)  # type: ignore[union-attr]
+                self._emit(node, frame)
+                count += 1
+                if self.max_frames is not None and count >= self.max_frames:
+                    break
+        except FrameGraphError as error:
+            self._fail(error)
+        except Exception as error:
+            log.debug("source %s failed", node.name, exc_info=True)
+            self._fail(StageError(f"source {node.name!r} failed: {error}"))
+        finally:
+            node.send_eos()
+
+    def _run_stage(self, node: _Node) -> None:
+        waiting_for = set(node.spec.inputs)
+        joiner = None
+        if len(node.spec.inputs) > 1 and node.spec.join:
+            joiner = Joiner(node.spec.inputs, self.join_timeout if node.live else None)
+        last_index: dict[str, int] = {}
+        edge = node.inbound
+        try:
+            while waiting_for:
+                timeout = None
+                if joiner is not None and (deadline := joiner.next_deadline()) is not None:
+                    timeout = max(deadline - time.monotonic(), 0.0)
+                item = edge.get(timeout)  # type: ignore[union-attr]
+                if item is None:
+                    ready = joiner.expire(time.monotonic())  # type: ignore[union-attr]
+                elif isinstance(item[1], EndOfStream):
+                    waiting_for.discard(item[0])
+                    ready = joiner.branch_done(item[0]) if joiner else []
+                elif joiner is not None:
+                    ready = joiner.add(item[0], item[1], time.monotonic())
+                else:
+                    ready = [item[1]]
+                for frame in ready:
+                    self._process(node, frame, last_index)
+            for frame in joiner.drain() if joiner else []:
+                self._process(node, frame, last_index)
+        except EdgeClosed:
+            pass
+        finally:
+            if joiner is not None:
+                node.metrics.partial_joins = joiner.partial  # type: ignore[union-attr]
+            edge.close()  # type: ignore[union-attr]  # upstream puts stop blocking
+            node.send_eos()
+
+    def _process(self, node: _Node, frame: Frame, last_index: dict[str, int]) -> None:
+        metrics: StageMetrics = node.metrics  # type: ignore[assignment]
+        if node.failed or self._aborted:
+            return
+        previous = last_index.get(frame.source_id)
+        if previous is not None and frame.index > previous + 1:
+            node.stage.on_gap(frame.source_id, frame.index - previous - 1)
+        last_index[frame.source_id] = frame.index
+        t0 = time.monotonic()
+        try:
+            out = node.stage.process(frame)
+        except FrameGraphError as error:
+            metrics.errors += 1
+            node.failed = True
+            self._fail(error)
+            return
+        except Exception as error:
+            metrics.errors += 1
+            where = f"stage {node.name!r} on frame {frame.source_id}#{frame.index}"
+            log.error("%s: %s: %s", where, type(error).__name__, error)
+            log.debug("traceback", exc_info=True)
+            if node.spec.on_error == "stop":
+                node.failed = True
+                self._fail(StageError(f"{where}: {type(error).__name__}: {error}"))
+            return
+        metrics.record(time.monotonic() - t0)
+        if out is None:
+            metrics.filtered += 1
+            return
+        self._emit(node, out)

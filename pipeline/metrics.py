@@ -1,0 +1,178 @@
+"""Always-on, cheap run metrics: per-stage latency, throughput, queue depth,
+drops and end-to-end latency; rendered as a table, a status line or JSON.
+
+Latency percentiles are over a sliding window of the most recent samples
+(``WINDOW`` per stage), so a long live run costs constant memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.edges import Edge
+
+WINDOW = 10_000
+
+
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.1f}"  # NaN: no samples
+
+
+def _percentiles_ms(samples: list[float]) -> tuple[float, float]:
+    if not samples:
+        return (float("nan"), float("nan"))
+    p50, p95 = np.percentile(np.asarray(samples) * 1e3, [50, 95])
+    return (float(p50), float(p95))
+
+
+@dataclass
+class StageMetrics:
+    """Counters of one stage; written only by that stage's worker thread."""
+
+    name: str
+    kind: str
+    processed: int = 0
+    errors: int = 0
+    filtered: int = 0
+    partial_joins: int = 0
+    busy_s: float = 0.0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    inbound: Edge | None = None
+    status: Callable[[], dict[str, Any]] = dict
+    """Live state the stage reports (e.g. a stream's connection state)."""
+
+    def record(self, seconds: float) -> None:
+        """One frame handled in ``seconds``."""
+        self.processed += 1
+        self.busy_s += seconds
+        self.latencies.append(seconds)
+
+
+class Metrics:
+    """All metrics of one graph run.
+
+    Args:
+        clock: monotonic clock, injectable for tests.
+    """
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.stages: dict[str, StageMetrics] = {}
+        self.started = clock()
+        self.finished: float | None = None
+        self._outputs: dict[str, int] = {}
+        self.e2e: deque[tuple[float, float]] = deque(maxlen=WINDOW)
+        self._lock = threading.Lock()
+
+    def add_stage(
+        self,
+        name: str,
+        kind: str,
+        inbound: Edge | None,
+        status: Callable[[], dict[str, Any]] = dict,
+    ) -> StageMetrics:
+        stage = StageMetrics(name=name, kind=kind, inbound=inbound, status=status)
+        self.stages[name] = stage
+        return stage
+
+    def record_output(self, terminal: str, capture_time: float) -> None:
+        """A frame left the graph through the terminal stage ``terminal``."""
+        now = self.clock()
+        with self._lock:
+            self._outputs[terminal] = self._outputs.get(terminal, 0) + 1
+            self.e2e.append((now, now - capture_time))
+
+    @property
+    def frames_out(self) -> int:
+        """Frames that left the graph (through the busiest terminal stage, so a
+        frame fanned out to two sinks counts once)."""
+        return max(self._outputs.values(), default=0)
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished if self.finished is not None else self.clock()
+        return max(end - self.started, 1e-9)
+
+    def recent_e2e_ms(self, seconds: float = 5.0) -> tuple[float, float]:
+        """p50/p95 end-to-end latency over the last ``seconds``."""
+        cutoff = self.clock() - seconds
+        with self._lock:
+            recent = [lat for t, lat in self.e2e if t >= cutoff]
+        return _percentiles_ms(recent)
+
+    def total_drops(self) -> int:
+        return sum(s.inbound.drops for s in self.stages.values() if s.inbound is not None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything as plain JSON-able values."""
+        elapsed = self.elapsed
+        with self._lock:
+            e2e = [lat for _, lat in self.e2e]
+        stages = {}
+        for s in self.stages.values():
+            p50, p95 = _percentiles_ms(list(s.latencies))
+            state = s.status()
+            stages[s.name] = {
+                "kind": s.kind,
+                "frames": s.processed,
+                "fps": s.processed / elapsed,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "busy": s.busy_s / elapsed,
+                "errors": s.errors,
+                "filtered": s.filtered,
+                "partial_joins": s.partial_joins,
+                "queue": s.inbound.snapshot() if s.inbound is not None else None,
+                **({"state": state} if state else {}),
+            }
+        p50, p95 = _percentiles_ms(e2e)
+        return {
+            "elapsed_s": elapsed,
+            "frames_out": self.frames_out,
+            "fps": self.frames_out / elapsed,
+            "e2e_p50_ms": p50,
+            "e2e_p95_ms": p95,
+            "drops": self.total_drops(),
+            "stages": stages,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.snapshot(), indent=2, allow_nan=False, default=str).replace(
+            "NaN", "null"
+        )
+
+    def table(self) -> str:
+        """The end-of-run summary: one row per stage, then the totals."""
+        snap = self.snapshot()
+        header = f"{'stage':<14}{'kind':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}{'p95 ms':>9}"
+        header += f"{'busy':>7}{'queue max':>11}{'drops':>7}{'errors':>8}"
+        lines = [header, "-" * len(header)]
+        for name, s in snap["stages"].items():
+            q = s["queue"]
+            qmax = f"{q['max_depth']}/{q['capacity']}" if q else "-"
+            lines.append(
+                f"{name[:13]:<14}{s['kind'][:11]:<12}{s['frames']:>8}{s['fps']:>9.1f}"
+                f"{_ms(s['p50_ms']):>9}{_ms(s['p95_ms']):>9}{s['busy']:>7.0%}{qmax:>11}"
+                f"{q['drops'] if q else 0:>7}{s['errors']:>8}"
+            )
+        lines.append("-" * len(header))
+        lines.append(
+            f"{snap['frames_out']} frames out in {snap['elapsed_s']:.1f} s = "
+            f"{snap['fps']:.1f} fps; end-to-end latency p50 {_ms(snap['e2e_p50_ms'])} ms, "
+            f"p95 {_ms(snap['e2e_p95_ms'])} ms; {snap['drops']} frames dropped"
+        )
+        return "\n".join(lines)
+
+
+def write_json(metrics: Metrics, path: str) -> None:
+    """Write the metrics snapshot as JSON (NaN written as null)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(metrics.to_json())

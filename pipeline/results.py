@@ -1,0 +1,146 @@
+"""Result types shared by models, renderers and sinks.
+
+Plain dataclasses of numpy arrays. Each has ``to_json()`` giving what the JSONL
+sink writes; models produce them and renderers read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO run-length encoding (pycocotools) of a bool [H, W] mask."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+
+
+@dataclass
+class Detections:
+    """Objects found in one frame.
+
+    Attributes:
+        boxes: float32 [N, 4], xyxy, pixels of the frame.
+        scores: float32 [N], confidence in [0, 1].
+        class_ids: int64 [N].
+        track_ids: int64 [N] or None, stable over time when a tracker ran.
+        masks: bool [N, H, W] full-frame masks, or None.
+        landmarks: float32 [N, K, 2] pixel coordinates, or None.
+        class_names: optional names indexed by class id.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    track_ids: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    class_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        n = len(self.boxes)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(n)
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """No objects."""
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+
+    def label(self, i: int) -> str:
+        """Human-readable class of object ``i``."""
+        cid = int(self.class_ids[i])
+        return self.class_names[cid] if cid < len(self.class_names) else str(cid)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "boxes": np.round(self.boxes.astype(float), 2).tolist(),
+            "scores": np.round(self.scores.astype(float), 4).tolist(),
+            "classes": [self.label(i) for i in range(len(self))],
+        }
+        if self.track_ids is not None:
+            out["track_ids"] = self.track_ids.tolist()
+        if self.landmarks is not None:
+            out["landmarks"] = np.round(self.landmarks.astype(float), 2).tolist()
+        if self.masks is not None:
+            out["masks"] = [_rle(m) for m in self.masks]
+        return out
+
+
+@dataclass
+class PanopticSegmentation:
+    """Things and stuff of one frame.
+
+    Attributes:
+        segment_map: int32 [H, W], segment id per pixel (0 = void).
+        segments: segment id -> {"class": int, "is_thing": bool, "track_id": int | None,
+            "area": int}.
+    """
+
+    segment_map: np.ndarray
+    segments: dict[int, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "segments": {str(k): v for k, v in self.segments.items()},
+            "rle": {str(k): _rle(self.segment_map == k) for k in self.segments},
+        }
+
+
+@dataclass
+class DensePoseResult:
+    """Per person: box and the body-part index I plus U, V over the box.
+
+    Attributes:
+        boxes: float32 [N, 4], xyxy pixels.
+        parts: list of N uint8 [h_i, w_i] part indices 0..24 (0 = background).
+        uv: list of N float32 [2, h_i, w_i], U and V in [0, 1].
+    """
+
+    boxes: np.ndarray
+    parts: list[np.ndarray]
+    uv: list[np.ndarray]
+
+    def to_iuv_image(self, height: int, width: int) -> np.ndarray:
+        """Paste every person into one uint8 [H, W, 3] IUV image (I, U*255, V*255)."""
+        import cv2
+
+        iuv = np.zeros((height, width, 3), np.uint8)
+        for box, part, uv in zip(self.boxes, self.parts, self.uv, strict=True):
+            x0, y0, x1, y1 = np.round(box).astype(int)
+            x0, y0 = max(x0, 0), max(y0, 0)
+            x1, y1 = min(x1, width), min(y1, height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            size = (x1 - x0, y1 - y0)
+            i = cv2.resize(part, size, interpolation=cv2.INTER_NEAREST)
+            u = cv2.resize(uv[0], size, interpolation=cv2.INTER_LINEAR)
+            v = cv2.resize(uv[1], size, interpolation=cv2.INTER_LINEAR)
+            fg = i > 0
+            region = iuv[y0:y1, x0:x1]
+            region[fg] = np.stack([i, u * 255, v * 255], -1)[fg].astype(np.uint8)
+        return iuv
+
+    def to_json(self) -> dict[str, Any]:
+        return {"boxes": np.round(self.boxes.astype(float), 2).tolist(), "count": len(self.boxes)}
+
+
+@dataclass
+class ImageResult:
+    """A whole new picture for the frame (translated or anonymised), uint8 [H, W, 3] BGR."""
+
+    image: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.image.shape)}

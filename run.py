@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""FrameGraph command line: load a config, apply overrides, run the graph, report.
+
+    python run.py                                   # the bundled default job
+    python run.py configs/motion.yaml --source street.mp4 --output out.mp4
+    python run.py configs/motion.yaml --source rtsp://cam/1 --output events.jsonl
+
+Exit codes: 0 done, 2 config/usage, 3 input, 4 stream, 5 output, 6 stage
+failure, 130 interrupted (outputs finalised), 1 unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+FILE_SINK_KINDS = ("video_file",)
+
+log = logging.getLogger("framegraph")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="Run a FrameGraph video analytics pipeline."
+    )
+    parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="YAML config")
+    parser.add_argument(
+        "--source",
+        help="input: video file, image folder/glob, camera index, stream URL, or 'synthetic'",
+    )
+    parser.add_argument("--output", help="output video file (.mp4, .mkv, ...) or .jsonl events")
+    parser.add_argument("--device", help="where models run: cpu, cuda, cuda:N")
+    parser.add_argument("--max-frames", type=int, help="stop after N frames per source")
+    parser.add_argument(
+        "--realtime", action="store_true", help="play a file source at its own pace"
+    )
+    parser.add_argument("--loop", action="store_true", help="loop a file source")
+    parser.add_argument("--metrics-json", help="also write the final metrics as JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar / status line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser.parse_args(argv)
+
+
+def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Fold command-line options into the raw config dict (before validation)."""
+    from pipeline.config import STAGE_KINDS
+    from pipeline.errors import ConfigError
+    from pipeline.stage import Source
+    from stages.sources import source_args_for
+
+    settings = raw.setdefault("pipeline", {}) or {}
+    raw["pipeline"] = settings
+    stages = raw.get("stages")
+    if not isinstance(stages, list):
+        raise ConfigError(f"{args.config}: 'stages' must be a list of stages")
+    for key in ("device", "max_frames", "metrics_json"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if args.no_progress:
+        settings["progress"] = False
+
+    def is_source(entry: Any) -> bool:
+        cls = STAGE_KINDS.get(entry.get("kind")) if isinstance(entry, dict) else None
+        return cls is not None and issubclass(cls, Source)
+
+    source_entries = [e for e in stages if is_source(e)]
+    if args.source is not None:
+        if not source_entries:
+            raise ConfigError(f"{args.config}: has no source stage to replace with --source")
+        entry = source_entries[0]
+        keep = {k: entry[k] for k in ("name", "queue", "on_error") if k in entry}
+        entry.clear()
+        entry.update(keep | source_args_for(args.source))
+    if args.realtime or args.loop:
+        for entry in source_entries:
+            if entry.get("kind") != "file":
+                raise ConfigError("--realtime and --loop apply to file sources only")
+            entry["realtime"] = entry.get("realtime") or args.realtime
+            entry["loop"] = entry.get("loop") or args.loop
+    if args.output is not None:
+        _set_output(stages, args.output)
+    return raw
+
+
+def _set_output(stages: list[dict[str, Any]], output: str) -> None:
+    from pipeline.errors import ConfigError
+
+    if "://" in output:
+        raise ConfigError(f"--output {output}: network outputs are not supported yet")
+    kind = "jsonl" if output.endswith((".jsonl", ".ndjson")) or output == "-" else "video_file"
+    existing = [e for e in stages if isinstance(e, dict) and e.get("kind") == kind]
+    if existing:
+        existing[0]["path"] = output
+        return
+    # No such sink yet: hang one off the stage that feeds the first sink (or the last stage).
+    sinks = [
+        e
+        for e in stages
+        if isinstance(e, dict)
+        and e.get("kind") in (*FILE_SINK_KINDS, "jsonl", "discard", "display")
+    ]
+    feeder = None
+    if sinks:
+        feeder = (sinks[0].get("inputs") or [None])[0]
+        if feeder is None:
+            feeder = stages[stages.index(sinks[0]) - 1].get("name")
+    else:
+        feeder = stages[-1].get("name")
+    stages.append({"name": f"output_{kind}", "kind": kind, "path": output, "inputs": [feeder]})
+
+
+def run(args: argparse.Namespace) -> int:
+    import stages  # noqa: F401  (registers the stage kinds)
+    from pipeline.config import build_graph, load_yaml, parse_config
+    from pipeline.errors import EXIT_INTERRUPTED
+    from pipeline.metrics import write_json
+    from pipeline.progress import ProgressDisplay
+
+    origin = Path(args.config).name
+    raw = load_yaml(args.config)
+    parse_config(raw, origin)  # report mistakes in the file itself before overriding
+    config = parse_config(apply_overrides(raw, args), origin)
+    graph = build_graph(config)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(config.pipeline.threads)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.warning(
+            "%s: finishing the frames in flight (again to stop at once)",
+            signal.Signals(signum).name,
+        )
+        graph.interrupt()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    progress = None
+    if config.pipeline.progress is not False:
+        progress = ProgressDisplay(graph.metrics, graph.expected_frames(), config.pipeline.progress)
+    try:
+        report = graph.run()
+    finally:
+        if progress is not None:
+            progress.close()
+    if any(stage.processed for stage in report.metrics.stages.values()):
+        print(report.metrics.table(), file=sys.stderr)
+    if config.pipeline.metrics_json:
+        write_json(report.metrics, config.pipeline.metrics_json)
+    if report.error is not None:
+        raise report.error
+    return EXIT_INTERRUPTED if report.interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format="%(name)s: %(levelname)s: %(message)s",
+    )
+    sys.path.insert(0, str(ROOT))
+    from pipeline.errors import EXIT_INTERRUPTED, FrameGraphError
+
+    try:
+        return run(args)
+    except FrameGraphError as error:
+        if args.debug:
+            log.exception("traceback")
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.debug:
+            raise
+        print(
+            f"error: unexpected {type(error).__name__}: {error} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Graph nodes: thin adapters around models and I/O.
+
+Importing this package registers every stage kind with ``pipeline.config``.
+"""
+
+from stages import motion, render, sinks, sources  # noqa: F401  (registers kinds)

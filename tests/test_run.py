@@ -1,0 +1,143 @@
+"""run.py end to end, as a user runs it: outputs, exit codes, one-line errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from stages.sources.synthetic import read_counter
+from tests.conftest import ROOT, ffprobe_frame_count, needs_ffprobe, read_video, write_video
+
+TRANSCODE = str(ROOT / "configs" / "transcode.yaml")
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args, "--no-progress"],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert text in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_default_job_runs_on_the_bundled_clip() -> None:
+    result = run_cli(timeout=300)
+    assert result.returncode == 0, result.stderr
+    _times, images, codec = read_video(ROOT / "out" / "default.mp4")
+    assert codec == "h264" and len(images) == 300
+    events = (ROOT / "out" / "default.jsonl").read_text().splitlines()
+    assert len(events) == 300
+    moving = [json.loads(line)["results"]["motion"]["boxes"] for line in events]
+    assert sum(len(b) > 0 for b in moving) > 250  # people walk through the whole clip
+    assert "300 frames out" in result.stderr
+
+
+@needs_ffprobe
+def test_file_in_file_out_keeps_every_frame_and_timestamp(tmp_path: Path) -> None:
+    pts = [0, 30, 70, 100, 250, 300, 310, 600, 640, 700] * 1
+    source = write_video(tmp_path / "vfr.mp4", count=len(pts), pts=pts, time_base=Fraction(1, 1000))
+    out = tmp_path / "out.mp4"
+    result = run_cli(TRANSCODE, "--source", str(source), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    times, images, _codec = read_video(out)
+    assert times == pytest.approx([p / 1000 for p in pts], abs=1e-3)
+    assert [read_counter(im) for im in images] == list(range(len(pts)))
+    assert ffprobe_frame_count(out) == len(pts)
+
+
+def test_truncated_input_processes_every_decodable_frame(tmp_path: Path) -> None:
+    source = write_video(tmp_path / "clip.mp4", count=60)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    decodable = 0
+    import av
+
+    with av.open(str(cut)) as container:
+        try:
+            for _ in container.decode(video=0):
+                decodable += 1
+        except av.error.FFmpegError:
+            pass
+    out = tmp_path / "out.mp4"
+    result = run_cli(TRANSCODE, "--source", str(cut), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    _, images, _ = read_video(out)
+    assert 10 < len(images) == decodable < 60
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "text"),
+    [
+        (lambda d: ["--source", str(d / "nope.mp4")], 3, "input file not found"),
+        (lambda d: ["--source", str(_touch(d / "zero.mp4", b""))], 3, "empty"),
+        (lambda d: ["--source", str(_touch(d / "a.mp4", b"x" * 4000))], 3, "not a readable video"),
+        (lambda d: ["--source", str(d / "no_images_here_*.png")], 3, "no images found"),
+        (lambda d: [str(d / "missing.yaml")], 2, "config file not found"),
+        (lambda d: [str(_touch(d / "bad.yaml", b"stages: [\n"))], 2, "invalid YAML"),
+        (lambda d: [str(_config(d, "    pth: x.mp4\n"))], 2, "unknown key 'pth'"),
+        (lambda d: [str(_config(d, "", kind="flie"))], 2, "unknown stage kind 'flie'"),
+        (lambda d: [str(_touch(d / "top.yaml", b"stages: []\npipelin: {}\n"))], 2, "unknown key"),
+        (lambda d: ["--source", "0", "--max-frames", "1"], 3, "camera"),
+        (lambda d: ["--output", "rtmp://x/y"], 2, "not supported"),
+    ],
+    ids=["missing", "zero-byte", "not-video", "empty-glob", "no-config", "bad-yaml",
+         "unknown-key", "unknown-kind", "unknown-top-level", "no-camera", "bad-output"],
+)  # fmt: skip
+def test_bad_input_is_one_line_error_with_its_exit_code(tmp_path: Path, setup, code, text) -> None:
+    args = setup(tmp_path)
+    if not args[0].endswith(".yaml"):
+        args = [TRANSCODE, *args]
+    assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o.mp4"))
+                          if "--output" not in args else run_cli(*args), code, text)  # fmt: skip
+
+
+def _touch(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _config(folder: Path, extra: str, kind: str = "file") -> Path:
+    path = folder / "conf.yaml"
+    path.write_text(
+        f"stages:\n  - name: source\n    kind: {kind}\n    path: media/pedestrians.mp4\n{extra}"
+        "  - name: out\n    kind: discard\n"
+    )
+    return path
+
+
+def test_ctrl_c_leaves_a_playable_file_with_the_frames_processed(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    metrics = tmp_path / "metrics.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), TRANSCODE, "--source", "synthetic:640x360",
+         "--output", str(out), "--no-progress", "--metrics-json", str(metrics)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # synthetic's default is 300 frames; its source is not live, so this is mid-run.
+    deadline = time.monotonic() + 30
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    _, images, _codec = read_video(out)
+    written = json.loads(metrics.read_text())["frames_out"]
+    assert 0 < len(images) == written < 300
+    assert [read_counter(im) for im in images] == list(range(len(images)))
