@@ -54,8 +54,8 @@ class Edge:
         if capacity < 1:
             raise ValueError(f"edge {name!r}: capacity must be >= 1, got {capacity}")
         self.name = name
-        self.capacity = 1 if policy is Policy.LATEST else capacity
         self.policy = Policy(policy)
+        self.capacity = 1 if self.policy is Policy.LATEST else capacity
         self.drops = 0
         self.max_depth = 0
         self._items: deque[Item] = deque()

@@ -252,8 +252,16 @@ class Graph:
         opened: list[_Node] = []
         try:
             for node in reversed(self.order):  # sinks first: fail before decoding
-                node.stage.open()
-                opened.append(node)
+                opened.append(node)  # closed even if its open() fails half-way
+                try:
+                    node.stage.open()
+                except FrameGraphError:
+                    raise
+                except Exception as error:
+                    log.debug("opening %s failed", node.name, exc_info=True)
+                    raise StageError(
+                        f"opening stage {node.name!r} failed: {type(error).__name__}: {error}"
+                    ) from error
             self.metrics.started = time.monotonic()
             for node in self.order:
                 target = self._run_source if node.is_source else self._run_stage

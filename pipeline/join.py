@@ -43,10 +43,15 @@ class Joiner:
         self._pending: OrderedDict[tuple[str, int], _Pending] = OrderedDict()
         self._last: dict[str, dict[str, int]] = {b: {} for b in branches}
         self._done: set[str] = set()
+        self._emitted: dict[str, int] = {}  # per source: highest index sent out
+        self.late = 0
 
     def add(self, branch: str, frame: Frame, now: float) -> list[Frame]:
         """Take one branch's frame; return the frames that are now ready."""
         self._last[branch][frame.source_id] = frame.index
+        if frame.key not in self._pending and frame.index <= self._emitted.get(frame.source_id, -1):
+            self.late += 1  # its frame already left partial (timeout): never go back in time
+            return []
         entry = self._pending.setdefault(frame.key, _Pending(arrived=now))
         entry.frames[branch] = frame
         return self._collect(lambda key, e: False)
@@ -86,6 +91,7 @@ class Joiner:
             if waiting and any(self._can_still_arrive(b, key) for b in missing):
                 continue
             del self._pending[key]
+            self._emitted[key[0]] = max(self._emitted.get(key[0], -1), key[1])
             if missing:
                 self.partial += 1
             ready.append(self._merge(entry))

@@ -145,9 +145,8 @@ class Metrics:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.snapshot(), indent=2, allow_nan=False, default=str).replace(
-            "NaN", "null"
-        )
+        """The snapshot as JSON; percentiles without samples are null."""
+        return json.dumps(_nan_to_none(self.snapshot()), indent=2, allow_nan=False)
 
     def table(self) -> str:
         """The end-of-run summary: one row per stage, then the totals."""
@@ -170,6 +169,16 @@ class Metrics:
             f"p95 {_ms(snap['e2e_p95_ms'])} ms; {snap['drops']} frames dropped"
         )
         return "\n".join(lines)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def write_json(metrics: Metrics, path: str) -> None:
