@@ -76,7 +76,7 @@ def test_latest_policy_keeps_latency_flat_over_60_seconds_and_counts_drops() -> 
 
 def test_block_policy_on_live_input_would_let_latency_grow() -> None:
     """The control experiment: the same graph with ``block`` queues up frames."""
-    sink, graph, produced = run_live(4.0, Policy.BLOCK)
+    sink, graph, _ = run_live(4.0, Policy.BLOCK)
     assert graph.nodes["model"].inbound.drops == 0
     early = window_median(sink.samples, 0, 1)
     late = window_median(sink.samples, 3, 4)
