@@ -141,3 +141,17 @@ def test_ctrl_c_leaves_a_playable_file_with_the_frames_processed(tmp_path: Path)
     written = json.loads(metrics.read_text())["frames_out"]
     assert 0 < len(images) == written < 300
     assert [read_counter(im) for im in images] == list(range(len(images)))
+
+
+def test_fanout_config_joins_both_branches_per_frame(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    result = run_cli(
+        str(ROOT / "configs" / "fanout.yaml"), "--max-frames", "40", "--output", str(events)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(range(40))
+    assert all(set(line["results"]) == {"large", "small"} for line in lines)
+    small = [len(line["results"]["small"]["boxes"]) for line in lines]
+    large = [len(line["results"]["large"]["boxes"]) for line in lines]
+    assert sum(small) >= sum(large) > 0  # the fine detector finds at least as much

@@ -52,6 +52,7 @@ class VideoFileSink(Sink):
         preset: x264 speed preset.
         fps: nominal frame rate for the encoder's rate control (PTS still decide timing).
         faststart: put the mp4 index at the front (plays while downloading).
+        threads: encoder threads (0 = FFmpeg's choice, usually one per core).
     """
 
     def __init__(
@@ -62,12 +63,14 @@ class VideoFileSink(Sink):
         preset: str = "veryfast",
         fps: float = 30.0,
         faststart: bool = True,
+        threads: int = 0,
     ) -> None:
         self.path = Path(path)
         self.codec = codec
         self.crf, self.preset = crf, preset
         self.fps = fps
         self.faststart = faststart
+        self.threads = threads
         self.frames_written = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -103,6 +106,7 @@ class VideoFileSink(Sink):
         )
         stream.width, stream.height = self._size
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = self.threads
         self._time_base = frame.time_base
         stream.codec_context.time_base = frame.time_base
         stream.time_base = frame.time_base
