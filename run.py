@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = None
     if config.pipeline.progress is not False:
-        progress = ProgressDisplay(graph.metrics, graph.expected_frames(), config.pipeline.progress)
+        progress = ProgressDisplay(graph.metrics, graph.expected_frames, config.pipeline.progress)
     try:
         report = graph.run()
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -17,7 +18,8 @@ class ProgressDisplay:
 
     Args:
         metrics: the run's metrics.
-        total: frames expected, or None for live/unknown (status line mode).
+        total: returns the frames expected, or None for live/unknown input (status
+            line mode); asked again until known, since sources learn it when opened.
         enabled: None = only when stderr is a terminal.
         interval: seconds between refreshes.
     """
@@ -25,15 +27,16 @@ class ProgressDisplay:
     def __init__(
         self,
         metrics: Metrics,
-        total: int | None,
+        total: Callable[[], int | None],
         enabled: bool | None = None,
         interval: float = 0.5,
     ) -> None:
         self.metrics = metrics
+        self.total = total
         self.interval = interval
         disable = not sys.stderr.isatty() if enabled is None else not enabled
         self.bar = tqdm(
-            total=total, unit="frame", dynamic_ncols=True, disable=disable, file=sys.stderr
+            total=None, unit="frame", dynamic_ncols=True, disable=disable, file=sys.stderr
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
@@ -51,6 +54,8 @@ class ProgressDisplay:
         return ", ".join(parts)
 
     def _update(self) -> None:
+        if self.bar.total is None:
+            self.bar.total = self.total()
         self.bar.n = self.metrics.frames_out
         self.bar.set_postfix_str(self._status(), refresh=False)
         self.bar.refresh()

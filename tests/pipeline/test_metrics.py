@@ -179,7 +179,7 @@ def test_progress_status_line(clock, make_frame):
     edge.put("cam", make_frame(1))
     metrics.add_stage("cam", "stream", None, status=lambda: {"connection": "reconnecting"})
     metrics.add_stage("det", "x", edge)
-    display = ProgressDisplay(metrics, total=None, enabled=False)
+    display = ProgressDisplay(metrics, total=lambda: None, enabled=False)
     assert display._status() == "latency -, drops 1, cam: reconnecting"
     metrics.record_output("det", capture_time=clock.t - 0.030)
     assert display._status().startswith("latency 30 ms, ")
@@ -190,7 +190,7 @@ def test_progress_bar_follows_frames_out(clock, capsys):
     metrics = Metrics(clock=clock)
     for _ in range(7):
         metrics.record_output("out", capture_time=clock.t)
-    display = ProgressDisplay(metrics, total=10, enabled=True, interval=0.01)
+    display = ProgressDisplay(metrics, total=lambda: 10, enabled=True, interval=0.01)
     display.close()
     assert display.bar.n == 7
     assert "7/10" in capsys.readouterr().err
