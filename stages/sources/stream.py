@@ -10,11 +10,20 @@ reopened with exponential backoff, forever unless ``max_reconnects`` says.
 Timestamps: each connection's PTS restart wherever the server likes, so output
 PTS are ``connection start (seconds since the first connection) + PTS since
 that connection's first frame``, in a fixed 1/90000 time base. They increase
-strictly and a reconnection leaves a gap as long as the outage.
+strictly and a reconnection leaves a gap as long as the outage. Where the
+server's own clock jumps back within a connection (a looping test server, a
+restarted encoder behind a relay), or ran ahead of ours before a reconnection
+(a burst of buffered media), the time line carries on one frame interval after
+the last frame instead of squeezing frames together.
+
+A connection counts as back once it delivers a frame: one that opens but ends
+before any frame is a failed attempt (longer backoff, counted for
+``max_reconnects``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,7 +41,18 @@ from stages.sources.av_input import describe, to_bgr
 
 log = logging.getLogger("framegraph")
 TIME_BASE = Fraction(1, 90_000)
-LOW_LATENCY = {"fflags": "nobuffer", "flags": "low_delay", "max_delay": "500000"}
+LOW_LATENCY = {
+    "flags": "low_delay",
+    "max_delay": "500000",
+    "probesize": "32",
+    "analyzeduration": "0",
+}
+"""Demuxer options for ``low_latency``. A minimal probe opens a stream in about
+0.1 s instead of about 1 s, and nothing read while probing is thrown away; with
+FFmpeg's ``fflags=nobuffer`` the frames read during the probe were discarded, so
+every connection lost up to a whole GOP (measured on a local MPEG-TS stream)."""
+MAX_STEP = 1.0
+"""Longest media-time step between two frames still taken as the frame interval."""
 
 
 def redact(url: str) -> str:
@@ -43,6 +63,48 @@ def redact(url: str) -> str:
     credentials, host = rest.split("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+class _Timeline:
+    """Output PTS of one stream source across connections (rules in the module doc)."""
+
+    def __init__(self) -> None:
+        self.last = -1
+        self.step = 1  # media time between the last two frames, in TIME_BASE ticks
+        self._origin = time.monotonic()
+        self._start = 0
+        self._first: float | None = None
+        self._previous: float | None = None
+
+    def _now(self) -> int:
+        return round((time.monotonic() - self._origin) / TIME_BASE)
+
+    def new_connection(self, rate: Fraction | None) -> None:
+        """A connection opened; ``rate`` is its nominal frame rate, if known."""
+        if self.last < 0 and rate:
+            self.step = max(round(1 / (rate * TIME_BASE)), 1)
+        self._start = self._now()
+        if self.last >= 0:  # never behind the previous connection's last frame
+            self._start = max(self._start, self.last + self.step)
+        self._first = self._previous = None
+
+    def stamp(self, seconds: float | None) -> int:
+        """PTS for a frame at media time ``seconds`` of this connection (None: unknown)."""
+        if seconds is None:
+            pts = self._now()
+        else:
+            previous = self._previous
+            if previous is not None and seconds <= previous:
+                # The server's clock jumped back: go on one frame after the last one.
+                self._start, self._first = self.last + self.step, seconds
+            elif previous is not None and seconds - previous <= MAX_STEP:
+                self.step = max(round((seconds - previous) / TIME_BASE), 1)
+            self._previous = seconds
+            if self._first is None:
+                self._first = seconds
+            pts = self._start + round((seconds - self._first) / TIME_BASE)
+        self.last = max(pts, self.last + 1)
+        return self.last
 
 
 @register("stream")
@@ -92,6 +154,8 @@ class StreamSource(Source):
         self.source_id = source_id or redact(url)
         self.state = "connecting"
         self.reconnects = 0
+        """Reconnections that brought frames again."""
+        self.reconnect_attempts = 0
         self._container: av.container.InputContainer | None = None
         self._stop = threading.Event()
 
@@ -125,43 +189,46 @@ class StreamSource(Source):
                 f"cannot open stream {redact(self.url)}: {describe(error)} "
                 f"(waited up to {self.open_timeout:g} s)"
             ) from None
-        self.state = "streaming"
+        except StreamError:
+            self.state = "stopped"
+            raise
 
     def status(self) -> dict[str, object]:
-        return {"connection": self.state, "reconnects": self.reconnects}
+        return {
+            "connection": self.state,
+            "reconnects": self.reconnects,
+            "reconnect_attempts": self.reconnect_attempts,
+        }
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def frames(self) -> Iterator[Frame]:
+        timeline = _Timeline()
         index = 0
-        last_pts = -1
-        first_connection = time.monotonic()
-        failures = 0
+        failures = 0  # reconnection attempts in a row that brought no frame
+        reconnected = False
         while not self._stop.is_set():
             if self._container is None:
                 self._container = self._reconnect(failures)
                 if self._container is None:
                     failures += 1
                     continue
-            failures = 0
-            self.state = "streaming"
-            session_start = round((time.monotonic() - first_connection) / TIME_BASE)
-            session_first: float | None = None
+                reconnected = True
             stream = self._container.streams.video[0]
             time_base = stream.time_base
+            timeline.new_connection(stream.guessed_rate or stream.average_rate)
+            delivered = False
             try:
                 for packet in self._container.demux(stream):
                     for decoded in packet.decode():
-                        if decoded.pts is None or time_base is None:
-                            since = time.monotonic() - first_connection
-                            pts = round(since / TIME_BASE)
-                        else:
+                        seconds = None
+                        if decoded.pts is not None and time_base is not None:
                             seconds = float(decoded.pts * time_base)
-                            session_first = seconds if session_first is None else session_first
-                            pts = session_start + round((seconds - session_first) / TIME_BASE)
-                        pts = max(pts, last_pts + 1)
-                        last_pts = pts
+                        pts = timeline.stamp(seconds)
+                        if not delivered:
+                            delivered, failures = True, 0
+                            self._connected(reconnected)
                         yield Frame(to_bgr(decoded), pts, TIME_BASE, index, self.source_id)
                         index += 1
                         if self._stop.is_set():
@@ -175,7 +242,16 @@ class StreamSource(Source):
                 self._close_container()
             if not self.reconnect:
                 return
+            if reconnected and not delivered:
+                failures += 1  # it opened, but is not back: a failed attempt
             self.state = "reconnecting"
+
+    def _connected(self, after_reconnect: bool) -> None:
+        """The connection delivered its first frame."""
+        self.state = "streaming"
+        if after_reconnect:
+            self.reconnects += 1
+            log.warning("stream %s is back", redact(self.url))
 
     def _reconnect(self, failures: int) -> av.container.InputContainer | None:
         """One attempt after a backoff wait; None if it failed (or we are stopping)."""
@@ -187,21 +263,17 @@ class StreamSource(Source):
         wait = min(self.backoff_initial * 2**failures, self.backoff_max)
         if self._stop.wait(wait):
             return None
-        self.reconnects += 1
+        self.reconnect_attempts += 1
         try:
-            container = self._connect()
+            return self._connect()
         except (av.error.FFmpegError, OSError, StreamError) as error:
             log.info("reconnecting to %s failed: %s", redact(self.url), describe(error))
             return None
-        log.warning("stream %s is back", redact(self.url))
-        return container
 
     def _close_container(self) -> None:
         if self._container is not None:
-            try:
-                self._container.close()
-            except (av.error.FFmpegError, OSError):
-                pass  # already broken; nothing left to release
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                self._container.close()  # if already broken, nothing is left to release
             self._container = None
 
     def close(self) -> None:
