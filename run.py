@@ -20,7 +20,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
-FILE_SINK_KINDS = ("video_file",)
 
 log = logging.getLogger("framegraph")
 
@@ -34,7 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--source",
         help="input: video file, image folder/glob, camera index, stream URL, or 'synthetic'",
     )
-    parser.add_argument("--output", help="output video file (.mp4, .mkv, ...) or .jsonl events")
+    parser.add_argument(
+        "--output", help="output: video file (.mp4, .mkv, ...), .jsonl events, or rtsp:// to push"
+    )
+    parser.add_argument(
+        "--serve", help="also serve the output over RTSP, e.g. rtsp://127.0.0.1:8554/live"
+    )
     parser.add_argument("--device", help="where models run: cpu, cuda, cuda:N")
     parser.add_argument("--max-frames", type=int, help="stop after N frames per source")
     parser.add_argument(
@@ -87,34 +91,44 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
             entry["loop"] = entry.get("loop") or args.loop
     if args.output is not None:
         _set_output(stages, args.output)
+    if args.serve is not None:
+        _attach_sink(stages, "rtsp_server", {"url": args.serve})
     return raw
 
 
 def _set_output(stages: list[dict[str, Any]], output: str) -> None:
     from pipeline.errors import ConfigError
 
-    if "://" in output:
-        raise ConfigError(f"--output {output}: network outputs are not supported yet")
-    kind = "jsonl" if output.endswith((".jsonl", ".ndjson")) or output == "-" else "video_file"
-    existing = [e for e in stages if isinstance(e, dict) and e.get("kind") == kind]
-    if existing:
-        existing[0]["path"] = output
-        return
-    # No such sink yet: hang one off the stage that feeds the first sink (or the last stage).
-    sinks = [
-        e
-        for e in stages
-        if isinstance(e, dict)
-        and e.get("kind") in (*FILE_SINK_KINDS, "jsonl", "discard", "display")
-    ]
-    feeder = None
-    if sinks:
-        feeder = (sinks[0].get("inputs") or [None])[0]
-        if feeder is None:
-            feeder = stages[stages.index(sinks[0]) - 1].get("name")
+    if output.startswith("rtsp://"):
+        _attach_sink(stages, "rtsp_push", {"url": output})
+    elif "://" in output:
+        raise ConfigError(f"--output {output}: only rtsp:// is supported as a network output")
+    elif output.endswith((".jsonl", ".ndjson")) or output == "-":
+        _attach_sink(stages, "jsonl", {"path": output})
     else:
-        feeder = stages[-1].get("name")
-    stages.append({"name": f"output_{kind}", "kind": kind, "path": output, "inputs": [feeder]})
+        _attach_sink(stages, "video_file", {"path": output})
+
+
+def _attach_sink(stages: list[dict[str, Any]], kind: str, args: dict[str, Any]) -> None:
+    """Point the config's first ``kind`` sink at ``args``, or add one fed by the
+    stage that feeds the config's first sink (the last stage if it has none)."""
+    from pipeline.config import STAGE_KINDS
+    from pipeline.stage import Sink
+
+    entries = [e for e in stages if isinstance(e, dict)]
+    existing = [e for e in entries if e.get("kind") == kind]
+    if existing:
+        existing[0].update(args)
+        return
+    sinks = [e for e in entries if isinstance(STAGE_KINDS.get(e.get("kind")), type)
+             and issubclass(STAGE_KINDS[e["kind"]], Sink)]  # fmt: skip
+    if sinks and sinks[0].get("inputs"):
+        feeder = sinks[0]["inputs"][0]
+    elif sinks:
+        feeder = entries[entries.index(sinks[0]) - 1].get("name")
+    else:
+        feeder = entries[-1].get("name")
+    stages.append({"name": f"{kind}_output", "kind": kind, **args, "inputs": [feeder]})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def test_truncated_input_processes_every_decodable_frame(tmp_path: Path) -> None
         (lambda d: [str(_config(d, "", kind="flie"))], 2, "unknown stage kind 'flie'"),
         (lambda d: [str(_touch(d / "top.yaml", b"stages: []\npipelin: {}\n"))], 2, "unknown key"),
         (lambda d: ["--source", "0", "--max-frames", "1"], 3, "camera"),
-        (lambda d: ["--output", "rtmp://x/y"], 2, "not supported"),
+        (lambda d: ["--output", "rtmp://x/y"], 2, "only rtsp:// is supported"),
     ],
     ids=["missing", "zero-byte", "not-video", "empty-glob", "no-config", "bad-yaml",
          "unknown-key", "unknown-kind", "unknown-top-level", "no-camera", "bad-output"],

@@ -1,0 +1,212 @@
+"""Serve the annotated stream over RTSP from inside the pipeline process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from pipeline.config import register
+from pipeline.errors import ConfigError, SinkError
+from pipeline.frame import Frame
+from pipeline.stage import Sink
+from stages.sinks.rtsp.auth import Credentials, Scheme
+from stages.sinks.rtsp.encoder import LiveEncoder
+from stages.sinks.rtsp.h264 import CLOCK_RATE, RtpPacketizer, sdp
+from stages.sinks.rtsp.server import Mount, RtspServer, acquire_server, release_server
+
+log = logging.getLogger("framegraph")
+DEFAULT_PORT = 8554
+
+
+def parse_rtsp_url(url: str) -> tuple[str, int, str]:
+    """``rtsp://host:port/path`` -> (host, port, path).
+
+    Raises:
+        ConfigError: not an rtsp:// URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rtsp" or not parts.hostname:
+        raise ConfigError(f"serve URL must look like rtsp://HOST:PORT/PATH, got {url!r}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ConfigError(f"bad port in {url!r}") from None
+    return parts.hostname, port, "/" + (parts.path or "/").strip("/")
+
+
+class RtpClock:
+    """90 kHz RTP timestamps: from frame PTS while frames flow, from the wall clock
+    for filler frames, and always strictly increasing (a jump back in PTS, e.g.
+    after filler frames ran ahead of a reconnected source, shifts the mapping)."""
+
+    def __init__(self, fps: float) -> None:
+        self.step = max(round(CLOCK_RATE / fps), 1)
+        self.last: int | None = None
+        self._offset: int | None = None
+        self._last_wall = 0.0
+
+    def from_pts(self, seconds: float) -> int:
+        ticks = round(seconds * CLOCK_RATE)
+        if self._offset is None:
+            self._offset = -ticks
+        stamp = ticks + self._offset
+        if self.last is not None and stamp <= self.last:
+            self._offset += self.last + self.step - stamp
+            stamp = self.last + self.step
+        return self._advance(stamp)
+
+    def from_wall(self) -> int:
+        if self.last is None:
+            return self._advance(0)
+        elapsed = round((time.monotonic() - self._last_wall) * CLOCK_RATE)
+        return self._advance(self.last + max(elapsed, 1))
+
+    def _advance(self, stamp: int) -> int:
+        self.last = stamp
+        self._last_wall = time.monotonic()
+        return stamp
+
+
+def no_signal_image(width: int, height: int) -> np.ndarray:
+    """The filler picture sent while the source is down."""
+    image = np.full((height, width, 3), 40, np.uint8)
+    text = "no signal"
+    scale = max(width / 640, 0.4)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.5 * scale, 2)
+    origin = ((width - tw) // 2, (height + th) // 2)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 1.5 * scale, (200, 200, 200), 2)
+    cv2.putText(image, time.strftime("%H:%M:%S"), (10, height - 12), cv2.FONT_HERSHEY_SIMPLEX,
+                0.6 * scale, (160, 160, 160), 1)  # fmt: skip
+    return image
+
+
+@register("rtsp_server")
+class RtspServerSink(Sink):
+    """Serves frames as H.264 over RTSP at ``url`` (TCP interleaved and UDP).
+
+    Several sinks with the same host and port share one server (one mount each).
+    While no frame arrives for ``idle_after`` seconds (a source reconnecting),
+    a "no signal" picture is sent at ``fps`` so players stay connected.
+
+    Args:
+        url: ``rtsp://HOST:PORT/PATH`` to serve; HOST 127.0.0.1 keeps it local,
+            0.0.0.0 serves every interface (explicitly).
+        fps: nominal frame rate (encoder rate control, filler rate, SDP).
+        preset: x264 preset.
+        bitrate: target bits per second (None: constant quality).
+        keyint: frames between keyframes (None: one per second); a client
+            joining mid-stream waits at most this long for a picture.
+        username: require this user (with ``password``).
+        password: the user's password.
+        auth: accepted schemes when a user is set: ``any``, ``basic``, ``digest``.
+        idle_after: seconds without frames before "no signal" fillers start.
+        client_buffer: RTP packets queued per client before it is resynced.
+    """
+
+    def __init__(
+        self,
+        url: str = "rtsp://127.0.0.1:8554/live",
+        fps: float = 30.0,
+        preset: str = "ultrafast",
+        bitrate: int | None = None,
+        keyint: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        auth: Scheme = "any",
+        idle_after: float = 1.0,
+        client_buffer: int = 2048,
+    ) -> None:
+        self.url = url
+        self.host, self.port, self.path = parse_rtsp_url(url)
+        if (username is None) != (password is None):
+            raise ConfigError("rtsp_server: give both username and password, or neither")
+        self.credentials = Credentials(username, password, auth) if username else None  # type: ignore[arg-type]
+        self.fps = fps
+        self.preset, self.bitrate, self.keyint = preset, bitrate, keyint
+        self.idle_after = idle_after
+        self.client_buffer = client_buffer
+        self.server: RtspServer | None = None
+        self.mount: Mount | None = None
+        self._encoder: LiveEncoder | None = None
+        self._packetizer = RtpPacketizer()
+        self._clock = RtpClock(fps)
+        self._lock = threading.Lock()
+        self._last_frame = 0.0
+        self._fillers = 0
+        self._stop = threading.Event()
+        self._filler_thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        try:
+            self.server = acquire_server(self.host, self.port, self.credentials)
+        except OSError as error:
+            raise SinkError(
+                f"cannot serve RTSP on {self.host}:{self.port}: {error.strerror}"
+            ) from None
+        except ValueError as error:
+            raise SinkError(str(error)) from None
+        try:
+            self.mount = self.server.add_mount(self.path, self.client_buffer)
+        except ValueError as error:
+            release_server(self.server, self.host, self.port)
+            raise SinkError(str(error)) from None
+        self._filler_thread = threading.Thread(target=self._fill, name="rtsp-filler", daemon=True)
+        self._filler_thread.start()
+        log.warning("serving rtsp://%s:%d%s", self.host, self.server.port, self.path)
+
+    @property
+    def served_url(self) -> str:
+        """The URL players open (with the real port when 0 was asked for)."""
+        port = self.server.port if self.server is not None else self.port
+        return f"rtsp://{self.host}:{port}{self.path}"
+
+    def write(self, frame: Frame) -> None:
+        with self._lock:
+            self._last_frame = time.monotonic()
+            image = frame.image
+            if self._encoder is None:
+                height, width = image.shape[:2]
+                self._encoder = LiveEncoder(width - width % 2, height - height % 2, self.fps,
+                                            self.preset, self.bitrate, self.keyint)  # fmt: skip
+            self._send(image, self._clock.from_pts(frame.time))
+
+    def _send(self, image: np.ndarray, timestamp: int) -> None:
+        encoder = self._encoder
+        assert encoder is not None and self.mount is not None
+        if image.shape[1] != encoder.width or image.shape[0] != encoder.height:
+            image = cv2.resize(image, (encoder.width, encoder.height), interpolation=cv2.INTER_AREA)
+        for unit in encoder.encode(image, timestamp):
+            if not self.mount.ready.is_set() and encoder.sps and encoder.pps:
+                self.mount.describe(sdp(encoder.sps, encoder.pps, self.fps, self._packetizer.ssrc))
+            packets = self._packetizer.packetize(unit.nals, unit.timestamp)
+            self.mount.publish(packets, unit.keyframe)
+
+    def _fill(self) -> None:
+        """While frames stop coming, send "no signal" frames at ``fps``."""
+        period = 1.0 / self.fps
+        while not self._stop.wait(period):
+            with self._lock:
+                idle = time.monotonic() - self._last_frame
+                if self._encoder is None or idle < self.idle_after:
+                    continue
+                image = no_signal_image(self._encoder.width, self._encoder.height)
+                self._send(image, self._clock.from_wall())
+                self._fillers += 1
+
+    def status(self) -> dict[str, object]:
+        stats = self.mount.stats() if self.mount is not None else {}
+        return {**stats, "no_signal_frames": self._fillers}
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._filler_thread is not None:
+            self._filler_thread.join()
+        if self.server is not None:
+            self.server.remove_mount(self.path)
+            release_server(self.server, self.host, self.port)
+            self.server = None
