@@ -8,6 +8,7 @@ from pipeline.config import register
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
+from stages.render import anonymize  # noqa: F401  (registers)
 from stages.render.annotators import DetectionAnnotator
 
 

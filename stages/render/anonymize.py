@@ -1,0 +1,203 @@
+"""Face (or any object) de-identification: blur, pixelate or fill each detection,
+with temporal memory so a face the detector misses for a few frames stays
+covered, and a fail-closed mode for frames whose detections never arrived.
+
+Memory: covered regions are tracks. A detection overlapping a track (IoU above
+``match_iou``) updates it; a track not seen on this frame keeps being covered
+for ``memory`` frames, moved along its last velocity and grown by
+``grow_per_frame`` per missed frame, since a missed face has usually moved.
+Frames dropped upstream count as missed frames (``Frame.index`` gaps).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from pipeline.config import register
+from pipeline.frame import Frame
+from pipeline.results import Detections
+from pipeline.stage import Stage
+
+log = logging.getLogger("framegraph")
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a [N, 4] and b [M, 4] (xyxy) -> [N, M]."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def scale_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
+    """Boxes [N, 4] grown by ``scale`` about their centres."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale
+    return np.hstack([centre - half, centre + half])
+
+
+def cover_mask(shape: tuple[int, int], regions: np.ndarray, ellipse: bool) -> np.ndarray:
+    """bool [H, W]: the pixels the regions [N, 4] cover (as ellipses or boxes)."""
+    mask = np.zeros(shape, np.uint8)
+    for x0, y0, x1, y1 in regions:
+        if ellipse:
+            centre = (round((x0 + x1) / 2), round((y0 + y1) / 2))
+            axes = (max(round((x1 - x0) / 2), 1), max(round((y1 - y0) / 2), 1))
+            cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+        else:
+            cv2.rectangle(mask, (round(x0), round(y0)), (round(x1), round(y1)), 1, -1)
+    return mask.astype(bool)
+
+
+@dataclass
+class _Track:
+    box: np.ndarray  # xyxy, as last seen
+    velocity: np.ndarray  # xyxy change per frame
+    last_seen: int  # frame index
+
+
+@register("anonymize")
+class Anonymize(Stage):
+    """Hides every detection of the ``detections`` stage in the image.
+
+    Args:
+        detections: name of the stage whose Detections to hide (None: all
+            Detections on the frame).
+        method: ``blur``, ``pixelate`` or ``fill``.
+        scale: cover region = detection box grown by this factor (1.5 puts the
+            whole box inside the ellipse).
+        shape: ``ellipse`` or ``box``.
+        memory: frames a missed detection stays covered.
+        grow_per_frame: how much a remembered region grows per missed frame.
+        match_iou: IoU linking a detection to a remembered region.
+        min_score: ignore detections below this score.
+        fail_closed: when a frame arrives without the detections (the detector
+            failed or timed out on it), cover the whole frame instead of
+            passing it through.
+    """
+
+    consumes = (Detections,)
+    produces = (Detections,)
+    stateful = True
+
+    def __init__(
+        self,
+        detections: str | None = None,
+        method: Literal["blur", "pixelate", "fill"] = "blur",
+        scale: float = 1.5,
+        shape: Literal["ellipse", "box"] = "ellipse",
+        memory: int = 8,
+        grow_per_frame: float = 0.05,
+        match_iou: float = 0.1,
+        min_score: float = 0.0,
+        fail_closed: bool = True,
+    ) -> None:
+        self.detections = detections
+        self.method = method
+        self.scale = scale
+        self.ellipse = shape == "ellipse"
+        self.memory = memory
+        self.grow_per_frame = grow_per_frame
+        self.match_iou = match_iou
+        self.min_score = min_score
+        self.fail_closed = fail_closed
+        self.frames_failed_closed = 0
+        self._tracks: dict[str, list[_Track]] = {}
+
+    def _found(self, frame: Frame) -> np.ndarray | None:
+        if self.detections is not None:
+            result = frame.results.get(self.detections)
+            results = [result] if isinstance(result, Detections) else []
+        else:
+            results = [r for r in frame.results.values() if isinstance(r, Detections)]
+        if not results:
+            return None
+        boxes = [r.boxes[r.scores >= self.min_score] for r in results]
+        return np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+
+    def regions(self, source_id: str, index: int, boxes: np.ndarray) -> np.ndarray:
+        """Update the source's tracks with this frame's boxes; return what to cover [K, 4]."""
+        tracks = self._tracks.setdefault(source_id, [])
+        matched: set[int] = set()
+        iou = box_iou(boxes, np.array([t.box for t in tracks]).reshape(-1, 4))
+        for d in np.argsort(-iou.max(axis=1, initial=0)):  # most certain matches first
+            t = int(iou[d].argmax()) if tracks else -1
+            if t >= 0 and iou[d, t] >= self.match_iou and t not in matched:
+                gap = max(index - tracks[t].last_seen, 1)
+                tracks[t].velocity = (boxes[d] - tracks[t].box) / gap
+                tracks[t].box, tracks[t].last_seen = boxes[d], index
+                matched.add(t)
+                iou[:, t] = -1
+            else:
+                tracks.append(_Track(boxes[d], np.zeros(4, np.float32), index))
+        tracks[:] = [t for t in tracks if index - t.last_seen <= self.memory]
+        cover = []
+        for t in tracks:
+            missed = index - t.last_seen
+            box = t.box + t.velocity * missed
+            grow = 1 + self.grow_per_frame * missed
+            cover.append(scale_boxes(box[None], self.scale * grow)[0])
+        return np.array(cover, np.float32).reshape(-1, 4)
+
+    def on_gap(self, source_id: str, missing: int) -> None:
+        """Nothing to do: the index gap ages the tracks by itself."""
+
+    def hide(self, image: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """A copy of ``image`` with ``regions`` [K, 4] hidden."""
+        out = image.copy()
+        height, width = image.shape[:2]
+        for region in regions:
+            x0, y0 = (max(int(np.floor(v)), 0) for v in region[:2])
+            x1, y1 = min(int(np.ceil(region[2])), width), min(int(np.ceil(region[3])), height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            patch = out[y0:y1, x0:x1]
+            hidden = self._effect(patch)
+            local = region - [x0, y0, x0, y0]
+            mask = cover_mask(patch.shape[:2], local[None], self.ellipse)
+            patch[mask] = hidden[mask]
+        return out
+
+    def _effect(self, patch: np.ndarray) -> np.ndarray:
+        h, w = patch.shape[:2]
+        if self.method == "fill":
+            return np.zeros_like(patch)
+        if self.method == "pixelate":
+            small = cv2.resize(
+                patch, (max(w // 12, 1), max(h // 12, 1)), interpolation=cv2.INTER_AREA
+            )
+            return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        # blur: average down to a few cells, then smooth, so no facial detail survives
+        small = cv2.resize(patch, (max(w // 16, 1), max(h // 16, 1)), interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(
+            cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 3
+        )
+
+    def process(self, frame: Frame) -> Frame:
+        boxes = self._found(frame)
+        if boxes is None:
+            if self.fail_closed:
+                self.frames_failed_closed += 1
+                h, w = frame.image.shape[:2]
+                whole = np.array([[0, 0, w, h]], np.float32)
+                frame.image = self._effect(frame.image)
+                frame.results[self.name] = Detections(whole, [1.0], [0], class_names=("hidden",))
+                return frame
+            log.warning("frame %s#%d has no detections to anonymize", frame.source_id, frame.index)
+            return frame
+        regions = self.regions(frame.source_id, frame.index, boxes)
+        frame.image = self.hide(frame.image, regions)
+        frame.results[self.name] = Detections(
+            regions, np.ones(len(regions)), np.zeros(len(regions)), class_names=("hidden",)
+        )
+        return frame
+
+    def status(self) -> dict[str, object]:
+        return {"failed_closed": self.frames_failed_closed} if self.frames_failed_closed else {}

@@ -1,0 +1,1 @@
+"""Scripts that make the project's bundled media, pictures and demo weights."""
