@@ -43,5 +43,11 @@ class StageError(FrameGraphError):
     exit_code = 6
 
 
+class ModelError(FrameGraphError):
+    """A model or its weights cannot be loaded (missing file, wrong checkpoint)."""
+
+    exit_code = 7
+
+
 EXIT_INTERRUPTED = 130
 """Exit code after a Ctrl-C / SIGTERM that drained and finalised the outputs."""

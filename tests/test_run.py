@@ -35,16 +35,32 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, t
 
 
 @pytest.mark.slow
-def test_default_job_runs_on_the_bundled_clip() -> None:
+def test_default_job_finds_and_hides_the_faces_of_the_bundled_clip() -> None:
     result = run_cli(timeout=300)
     assert result.returncode == 0, result.stderr
-    _times, images, codec = read_video(ROOT / "out" / "default.mp4")
-    assert codec == "h264" and len(images) == 300
-    events = (ROOT / "out" / "default.jsonl").read_text().splitlines()
-    assert len(events) == 300
-    moving = [json.loads(line)["results"]["motion"]["boxes"] for line in events]
-    assert sum(len(b) > 0 for b in moving) > 250  # people walk through the whole clip
-    assert "300 frames out" in result.stderr
+    times, images, codec = read_video(ROOT / "out" / "faces.mp4")
+    assert codec == "h264" and len(images) == 250
+    assert times[1] == pytest.approx(0.04)  # 25 fps kept
+    events = [json.loads(line) for line in (ROOT / "out" / "faces.jsonl").read_text().splitlines()]
+    assert len(events) == 250
+    faces = [e["results"]["faces"] for e in events]
+    assert sum(len(f["boxes"]) == 2 for f in faces) >= 245  # two people all along
+    assert all(len(f["landmarks"]) == len(f["boxes"]) for f in faces)
+    hidden = [len(e["results"]["hide"]["boxes"]) for e in events]
+    assert all(h >= len(f["boxes"]) for h, f in zip(hidden, faces, strict=True))
+    assert "250 frames out" in result.stderr
+    assert "serving rtsp://127.0.0.1:8554/faces" in result.stderr
+
+
+def test_motion_job_on_the_street_clip() -> None:
+    out = ROOT / "out" / "motion_test.jsonl"
+    config = str(ROOT / "configs" / "motion.yaml")
+    result = run_cli(config, "--max-frames", "100", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    moving = [json.loads(line)["results"]["motion"]["boxes"] for line in lines]
+    assert len(moving) == 100
+    assert sum(len(b) > 0 for b in moving) > 90  # people walk through the whole clip
 
 
 @needs_ffprobe

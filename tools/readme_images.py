@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate the README's pictures from real outputs.
 
-Runs the default job (python run.py) if its output is missing, then saves one
-annotated frame of it as docs/default_job.jpg.
+Runs the default job (python run.py, faces) and the motion job if their outputs
+are missing, then saves one output frame of each under docs/.
 
     python tools/readme_images.py
 """
@@ -18,20 +18,26 @@ import av
 ROOT = Path(__file__).resolve().parents[1]
 
 
+JOBS = {  # picture: (config, its video output, frame index)
+    "default_job.jpg": ("configs/faces.yaml", "out/faces.mp4", 125),
+    "motion_job.jpg": ("configs/motion.yaml", "out/motion.mp4", 120),
+}
+
+
 def main() -> None:
-    video = ROOT / "out" / "default.mp4"
-    if not video.exists():
-        subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), "--no-progress"], cwd=ROOT, check=True
-        )
-    target = ROOT / "docs" / "default_job.jpg"
-    target.parent.mkdir(exist_ok=True)
-    with av.open(str(video)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index == 120:
-                frame.to_image().save(target, quality=80)
-                break
-    print(f"wrote {target.relative_to(ROOT)}")
+    for picture, (config, output, index) in JOBS.items():
+        video = ROOT / output
+        if not video.exists():
+            subprocess.run([sys.executable, str(ROOT / "run.py"), config, "--no-progress"],
+                           cwd=ROOT, check=True)  # fmt: skip
+        target = ROOT / "docs" / picture
+        target.parent.mkdir(exist_ok=True)
+        with av.open(str(video)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i == index:
+                    frame.to_image().save(target, quality=80)
+                    break
+        print(f"wrote {target.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

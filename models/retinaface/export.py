@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["export_onnx"]
+from .weights import resolve_cache_dir
+
+__all__ = ["cached_onnx", "export_onnx"]
 
 
 def export_onnx(
@@ -62,3 +67,31 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+
+
+def cached_onnx(
+    model: nn.Module, cache_dir: str | os.PathLike | None = None, opset: int = 17
+) -> Path:
+    """A dynamic-shape ONNX export of ``model``, made once and reused.
+
+    The file is keyed by a hash of the weights, the opset and the torch version
+    (``<cache>/retinaface/onnx-<key>.onnx``), and written to a temporary file that
+    is renamed into place, so concurrent processes never read half a file.
+    """
+    digest = hashlib.sha256(f"{opset}:{torch.__version__}".encode())
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    path = resolve_cache_dir(cache_dir) / "retinaface" / f"onnx-{digest.hexdigest()[:24]}.onnx"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        export_onnx(model, tmp, 480, 640, dynamic=True, opset=opset)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -128,7 +128,7 @@ class Anonymize(Stage):
         matched: set[int] = set()
         iou = box_iou(boxes, np.array([t.box for t in tracks]).reshape(-1, 4))
         for d in np.argsort(-iou.max(axis=1, initial=0)):  # most certain matches first
-            t = int(iou[d].argmax()) if tracks else -1
+            t = int(iou[d].argmax()) if iou.shape[1] else -1
             if t >= 0 and iou[d, t] >= self.match_iou and t not in matched:
                 gap = max(index - tracks[t].last_seen, 1)
                 tracks[t].velocity = (boxes[d] - tracks[t].box) / gap

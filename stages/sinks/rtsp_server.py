@@ -33,7 +33,7 @@ def parse_rtsp_url(url: str) -> tuple[str, int, str]:
     if parts.scheme != "rtsp" or not parts.hostname:
         raise ConfigError(f"serve URL must look like rtsp://HOST:PORT/PATH, got {url!r}")
     try:
-        port = parts.port or DEFAULT_PORT
+        port = DEFAULT_PORT if parts.port is None else parts.port  # 0: any free port
     except ValueError:
         raise ConfigError(f"bad port in {url!r}") from None
     return parts.hostname, port, "/" + (parts.path or "/").strip("/")
@@ -152,8 +152,9 @@ class RtspServerSink(Sink):
             raise SinkError(str(error)) from None
         try:
             self.mount = self.server.add_mount(self.path, self.client_buffer)
-        except ValueError as error:
+        except ValueError as error:  # the path is another sink's: leave it (and close()) alone
             release_server(self.server, self.host, self.port)
+            self.server = None
             raise SinkError(str(error)) from None
         self._filler_thread = threading.Thread(target=self._fill, name="rtsp-filler", daemon=True)
         self._filler_thread.start()
@@ -207,6 +208,7 @@ class RtspServerSink(Sink):
         if self._filler_thread is not None:
             self._filler_thread.join()
         if self.server is not None:
-            self.server.remove_mount(self.path)
+            if self.mount is not None:
+                self.server.remove_mount(self.path)
             release_server(self.server, self.host, self.port)
             self.server = None

