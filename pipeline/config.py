@@ -98,6 +98,7 @@ class StageEntry(BaseModel):
     queue: QueueSettings = QueueSettings()
     on_error: Literal["skip", "stop"] | None = None
     join: bool = True
+    workers: int = Field(1, ge=1)
 
 
 class Config(BaseModel):
@@ -212,6 +213,7 @@ def build_graph(config: Config) -> Graph:
                 policy=entry.queue.policy,
                 on_error=entry.on_error or settings.on_error,
                 join=entry.join,
+                workers=entry.workers,
             )
         )
         previous = entry.name

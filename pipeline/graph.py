@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from pipeline.edges import Edge, EdgeClosed, Policy
@@ -21,11 +22,13 @@ from pipeline.errors import ConfigError, FrameGraphError, StageError
 from pipeline.frame import EndOfStream, Frame
 from pipeline.join import Joiner
 from pipeline.metrics import Metrics, StageMetrics
-from pipeline.stage import Source, Stage
+from pipeline.stage import Sink, Source, Stage
 
 log = logging.getLogger("framegraph")
 
 ErrorPolicy = Literal["skip", "stop"]
+_FAILED = object()
+"""What ``_process`` returns for a frame its stage raised on (already counted)."""
 
 
 @dataclass
@@ -43,6 +46,8 @@ class NodeSpec:
             (``skip``) or end the run (``stop``). FrameGraphError always stops.
         join: with several inputs, join them by frame id (True) or pass frames
             through as they come (False, e.g. several sources into one model).
+        workers: threads running this stage on different frames at once; only
+            for stateless stages with one input. Output order is kept.
     """
 
     name: str
@@ -52,6 +57,21 @@ class NodeSpec:
     policy: Policy | None = None
     on_error: ErrorPolicy = "skip"
     join: bool = True
+    workers: int = 1
+
+
+class _Ordered:
+    """Shared state of a stage's parallel workers: frames are numbered as they are
+    taken from the inbound edge and leave strictly in that order."""
+
+    def __init__(self, workers: int, inputs: list[str]) -> None:
+        self.take_lock = threading.Lock()  # taking an item and numbering it is one step
+        self.emit_lock = threading.Lock()
+        self.waiting_for = set(inputs)
+        self.taken = 0
+        self.next_out = 0
+        self.done: dict[int, Frame | None] = {}
+        self.active = workers
 
 
 class _Node:
@@ -63,7 +83,7 @@ class _Node:
         self.inbound: Edge | None = None
         self.outputs: list[Edge] = []
         self.metrics: StageMetrics | None = None
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
         self.live = False
         self.failed = False
         self._eos_sent = False
@@ -72,6 +92,10 @@ class _Node:
     @property
     def is_source(self) -> bool:
         return isinstance(self.stage, Source)
+
+    @property
+    def busy(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
 
     def send_eos(self) -> None:
         """Send end of stream downstream, once."""
@@ -143,6 +167,15 @@ class Graph:
                 raise ConfigError(f"source {node.name!r} cannot have inputs")
             if not node.is_source and not node.spec.inputs:
                 raise ConfigError(f"stage {node.name!r} has no inputs")
+            if node.spec.workers < 1:
+                raise ConfigError(f"stage {node.name!r}: workers must be >= 1")
+            if node.spec.workers > 1 and (
+                node.is_source or node.stage.stateful or isinstance(node.stage, Sink)
+                or len(node.spec.inputs) > 1
+            ):  # fmt: skip
+                raise ConfigError(
+                    f"stage {node.name!r}: several workers need a stateless stage with one input"
+                )
         order: list[_Node] = []
         state: dict[str, int] = {}
 
@@ -264,18 +297,26 @@ class Graph:
                     ) from error
             self.metrics.started = time.monotonic()
             for node in self.order:
-                target = self._run_source if node.is_source else self._run_stage
-                node.thread = threading.Thread(
-                    target=target, args=(node,), name=f"stage-{node.name}", daemon=True
-                )
-                node.thread.start()
+                if node.is_source:
+                    targets = [self._run_source]
+                elif node.spec.workers > 1:
+                    ordered = _Ordered(node.spec.workers, node.spec.inputs)
+                    targets = [partial(self._run_worker, ordered=ordered)] * node.spec.workers
+                else:
+                    targets = [self._run_stage]
+                for i, target in enumerate(targets):
+                    thread = threading.Thread(
+                        target=target, args=(node,), name=f"stage-{node.name}-{i}", daemon=True
+                    )
+                    node.threads.append(thread)
+                    thread.start()
             self._wait()
         except FrameGraphError as error:
             self._fail(error)
         finally:
             self.metrics.finished = time.monotonic()
             for node in opened:
-                if node.thread is not None and node.thread.is_alive():
+                if node.busy:
                     log.warning("stage %s is still busy; not closing it", node.name)
                     continue
                 try:
@@ -291,19 +332,20 @@ class Graph:
         for node in self.order:
             if node.is_source:
                 continue
-            while node.thread.is_alive():  # type: ignore[union-attr]
-                node.thread.join(0.25)  # type: ignore[union-attr]
-                self._enforce_stop_grace()
+            for thread in node.threads:
+                while thread.is_alive():
+                    thread.join(0.25)
+                    self._enforce_stop_grace()
         for node in self.order:
             if node.is_source:
-                node.thread.join(self.stop_grace)  # type: ignore[union-attr]
+                node.threads[0].join(self.stop_grace)
 
     def _enforce_stop_grace(self) -> None:
         started = self._stop_requested_at
         if started is None or time.monotonic() - started < self.stop_grace:
             return
         for node in self.order:
-            if node.is_source and node.thread.is_alive():  # type: ignore[union-attr]
+            if node.is_source and node.busy:
                 node.send_eos()
 
     def _emit(self, node: _Node, frame: Frame) -> None:
@@ -361,9 +403,9 @@ class Graph:
                 else:
                     ready = [item[1]]
                 for frame in ready:
-                    self._process(node, frame, last_index)
+                    self._emit_result(node, self._process(node, frame, last_index))
             for frame in joiner.drain() if joiner else []:
-                self._process(node, frame, last_index)
+                self._emit_result(node, self._process(node, frame, last_index))
         except EdgeClosed:
             pass
         finally:
@@ -372,14 +414,58 @@ class Graph:
             edge.close()  # type: ignore[union-attr]  # upstream puts stop blocking
             node.send_eos()
 
-    def _process(self, node: _Node, frame: Frame, last_index: dict[str, int]) -> None:
+    def _run_worker(self, node: _Node, ordered: _Ordered) -> None:
+        """One of several threads of a stateless stage (see ``_Ordered``)."""
+        edge = node.inbound
+        assert edge is not None
+        try:
+            while True:
+                with ordered.take_lock:
+                    if not ordered.waiting_for:
+                        break
+                    item = edge.get()
+                    if isinstance(item[1], EndOfStream):
+                        ordered.waiting_for.discard(item[0])
+                        continue
+                    number = ordered.taken
+                    ordered.taken += 1
+                out = self._process(node, item[1], None)
+                with ordered.emit_lock:
+                    ordered.done[number] = out
+                    while ordered.next_out in ordered.done:
+                        self._emit_result(node, ordered.done.pop(ordered.next_out))
+                        ordered.next_out += 1
+        except EdgeClosed:
+            pass
+        finally:
+            with ordered.emit_lock:
+                ordered.active -= 1
+                last = ordered.active == 0
+            edge.close()  # upstream puts stop blocking; the other workers stop taking
+            if last:
+                node.send_eos()
+
+    def _emit_result(self, node: _Node, out: Frame | object | None) -> None:
+        if out is _FAILED:
+            return
+        if out is None:
+            node.metrics.filtered += 1  # type: ignore[union-attr]
+        else:
+            self._emit(node, out)  # type: ignore[arg-type]
+
+    def _process(
+        self, node: _Node, frame: Frame, last_index: dict[str, int] | None
+    ) -> Frame | object | None:
+        """Run the stage on one frame: its output, None if the stage dropped it, or
+        ``_FAILED`` if it raised (or the node already failed)."""
         metrics: StageMetrics = node.metrics  # type: ignore[assignment]
         if node.failed or self._aborted:
-            return
-        previous = last_index.get(frame.source_id)
-        if previous is not None and frame.index > previous + 1:
-            node.stage.on_gap(frame.source_id, frame.index - previous - 1)
-        last_index[frame.source_id] = frame.index
+            return _FAILED
+        if last_index is not None:  # parallel (stateless) workers need no gap notices
+            previous = last_index.get(frame.source_id)
+            if previous is not None and frame.index > previous + 1:
+                node.stage.on_gap(frame.source_id, frame.index - previous - 1)
+            last_index[frame.source_id] = frame.index
         t0 = time.monotonic()
         try:
             out = node.stage.process(frame)
@@ -387,7 +473,7 @@ class Graph:
             metrics.errors += 1
             node.failed = True
             self._fail(error)
-            return
+            return _FAILED
         except Exception as error:
             metrics.errors += 1
             where = f"stage {node.name!r} on frame {frame.source_id}#{frame.index}"
@@ -396,9 +482,6 @@ class Graph:
             if node.spec.on_error == "stop":
                 node.failed = True
                 self._fail(StageError(f"{where}: {type(error).__name__}: {error}"))
-            return
+            return _FAILED
         metrics.record(time.monotonic() - t0)
-        if out is None:
-            metrics.filtered += 1
-            return
-        self._emit(node, out)
+        return out

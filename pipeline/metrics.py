@@ -48,12 +48,14 @@ class StageMetrics:
     inbound: Edge | None = None
     status: Callable[[], dict[str, Any]] = dict
     """Live state the stage reports (e.g. a stream's connection state)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, seconds: float) -> None:
-        """One frame handled in ``seconds``."""
-        self.processed += 1
-        self.busy_s += seconds
-        self.latencies.append(seconds)
+        """One frame handled in ``seconds`` (safe from a stage's parallel workers)."""
+        with self._lock:
+            self.processed += 1
+            self.busy_s += seconds
+            self.latencies.append(seconds)
 
 
 class Metrics:

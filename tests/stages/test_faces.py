@@ -98,3 +98,21 @@ def test_hidden_pixels_really_changed(frames) -> None:
             # blurred: local detail (gradients) is gone
             detail_before = np.abs(np.diff(before, axis=1)).mean()
             assert np.abs(np.diff(after, axis=1)).mean() < 0.35 * detail_before
+
+
+def test_onnxruntime_backend_matches_torch_on_the_clip(frames) -> None:
+    source = FileSource(str(CLIP))
+    source.open()
+    images = [f.image for _, f in zip(range(10), source.frames(), strict=False)]
+    source.close()
+    prep, post = FacePreprocess(), FacePostprocess(input="detect")
+    prep.name, post.name = "prep", "faces"
+    detector = FaceDetector(input="prep", backend="onnxruntime", threads=1)
+    detector.name = "detect"
+    detector.open()
+    for index, image in enumerate(images):
+        frame = post.process(detector.process(prep.process(Frame(image, index, None, index, "s"))))
+        ours, reference = frame.results["faces"], frames[index].results["faces"]
+        assert len(ours) == len(reference)
+        assert np.abs(ours.boxes - reference.boxes).max() < 1e-3
+        assert np.abs(ours.landmarks - reference.landmarks).max() < 1e-3
