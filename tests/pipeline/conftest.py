@@ -17,6 +17,7 @@ import pytest
 from pipeline.frame import Frame
 from pipeline.graph import Graph, RunReport
 from pipeline.stage import Sink, Source, Stage
+from tests.conftest import wait_until
 
 TIME_BASE = Fraction(1, 12800)
 PTS_STEP = 512  # 25 fps in a 1/12800 time base
@@ -268,16 +269,7 @@ def run_graph() -> Callable[..., RunReport]:
     return run
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Poll ``condition`` every 5 ms until true or ``timeout``; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 @pytest.fixture
 def wait_for() -> Callable[..., bool]:
-    return wait_until
+    """``wait_for(condition, timeout=3.0)``: poll every 5 ms until true."""
+    return lambda condition, timeout=3.0: wait_until(condition, timeout, step=0.005)

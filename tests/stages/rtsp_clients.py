@@ -23,15 +23,9 @@ import av
 import numpy as np
 
 from stages.sources.synthetic import COUNTER_BITS, counter_cell, read_counter
+from tests.conftest import free_port, wait_until  # noqa: F401  (re-exported for the tests)
 
 HOST = "127.0.0.1"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port nothing uses right now (bound once, then released)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def is_listening(port: int) -> bool:
@@ -44,16 +38,6 @@ def is_listening(port: int) -> bool:
                 if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
                     return True
     return False
-
-
-def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
-    """Poll ``condition()`` until it is true or ``timeout`` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 # ---- what a decoded picture shows ---------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 import av
 
 from stages.sources.synthetic import SyntheticSource
+from tests.conftest import free_port  # noqa: F401  (re-exported for the tests)
 
 HOST = "127.0.0.1"
 FPS = 25
@@ -240,13 +241,6 @@ class Station:
         self.server.stop()
         self._earlier_requests += self.server.requests
         self.server = LiveServer(self.clip, port=self.port, **self.options)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 class SilentServer:

@@ -4,7 +4,6 @@ server, over TCP and UDP, and reconnects by itself when the server restarts."""
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 import time
 
@@ -16,12 +15,7 @@ from pipeline.stage import Sink
 from stages.sinks.rtsp_server import RtspServerSink
 from stages.sources.stream import StreamSource
 from stages.sources.synthetic import SyntheticSource, read_counter
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port, wait_until
 
 
 class Recorder(Sink):
@@ -55,15 +49,6 @@ def serve(url: str) -> Running:
     return Running(NodeSpec("camera", source), NodeSpec("rtsp", RtspServerSink(url), ["camera"]))
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_stream_source_reads_the_embedded_server(transport: str) -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/live"
@@ -76,7 +61,7 @@ def test_stream_source_reads_the_embedded_server(transport: str) -> None:
             NodeSpec("cam", StreamSource(url, transport=transport, open_timeout=5)),
             NodeSpec("rec", recorder, ["cam"]),
         )
-        assert wait_for(lambda: len(recorder.frames) >= 45, 15)
+        assert wait_until(lambda: len(recorder.frames) >= 45, 15)
     finally:
         if client is not None:
             client.stop()
@@ -100,13 +85,13 @@ def test_stream_source_reconnects_when_the_rtsp_server_comes_back() -> None:
     try:
         time.sleep(0.3)
         client = Running(NodeSpec("cam", source), NodeSpec("rec", recorder, ["cam"]))
-        assert wait_for(lambda: len(recorder.frames) >= 20, 15)
+        assert wait_until(lambda: len(recorder.frames) >= 20, 15)
         server.stop()  # the server goes away
-        assert wait_for(lambda: source.status()["connection"] == "reconnecting", 10)
+        assert wait_until(lambda: source.status()["connection"] == "reconnecting", 10)
         before = len(recorder.frames)
         time.sleep(1.0)
         server = serve(url)  # and comes back on the same port
-        assert wait_for(lambda: len(recorder.frames) >= before + 20, 20), "did not resume"
+        assert wait_until(lambda: len(recorder.frames) >= before + 20, 20), "did not resume"
         assert source.status()["connection"] == "streaming"
         assert source.status()["reconnects"] == 1
     finally:

@@ -19,8 +19,8 @@ import pytest
 from pipeline.errors import StreamError
 from stages.sources.stream import TIME_BASE, StreamSource
 from stages.sources.synthetic import read_counter
-from tests.conftest import ROOT, read_video
-from tests.stages.stream_server import FPS, Clip, SilentServer, Station, encode_clip, free_port
+from tests.conftest import ROOT, free_port, read_video, wait_until
+from tests.stages.stream_server import FPS, Clip, SilentServer, Station, encode_clip
 
 FRAME_TICKS = round(1 / (FPS * TIME_BASE))  # 3600: one frame interval in the source's 1/90000
 TRANSCODE = str(ROOT / "configs" / "transcode.yaml")
@@ -132,15 +132,6 @@ def readers() -> Iterator[Callable[[StreamSource], Reader]]:
             reader.finish(reader.source.read_timeout + reader.source.open_timeout + 5)
         finally:
             reader.source.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def fast_source(url: str, **options: object) -> StreamSource:
