@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -40,6 +41,10 @@ def to_tensor(
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected BGR images [H, W, 3], got shape {img.shape}")
     device = torch.device(device or "cpu")
+    if device.type == "cpu" and len({img.shape for img in images}) == 1:
+        # Same-size batch on CPU: OpenCV does cast, mean and HWC->CHW in one pass.
+        blob = cv2.dnn.blobFromImages(list(images), 1.0, None, MEAN_BGR, False, False)
+        return torch.from_numpy(blob)
     h = max(img.shape[0] for img in images)
     w = max(img.shape[1] for img in images)
     mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=device).view(3, 1, 1)
