@@ -18,6 +18,12 @@ from tests.conftest import ROOT, ffprobe_frame_count, needs_ffprobe, read_video,
 TRANSCODE = str(ROOT / "configs" / "transcode.yaml")
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args, "--no-progress"],
@@ -171,3 +177,26 @@ def test_fanout_config_joins_both_branches_per_frame(tmp_path: Path) -> None:
     small = [len(line["results"]["small"]["boxes"]) for line in lines]
     large = [len(line["results"]["large"]["boxes"]) for line in lines]
     assert sum(small) >= sum(large) > 0  # the fine detector finds at least as much
+
+
+@pytest.mark.skipif(torch_cuda_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_model_error() -> None:
+    assert_one_line_error(run_cli("--device", "cuda"), 7, "CUDA is not available")
+
+
+@pytest.mark.parametrize(
+    ("weights", "text"),
+    [("missing.pth", "weights file not found"), ("wrong.pth", "not a PyTorch checkpoint")],
+)
+def test_bad_weights_are_a_one_line_model_error(tmp_path: Path, weights: str, text: str) -> None:
+    (tmp_path / "wrong.pth").write_bytes(b"not a checkpoint" * 100)
+    config = tmp_path / "faces.yaml"
+    config.write_text(
+        "stages:\n"
+        "  - {name: source, kind: file, path: media/faces.mp4}\n"
+        "  - {name: prep, kind: face_preprocess}\n"
+        f"  - {{name: detect, kind: face_detector, input: prep, weights: {tmp_path / weights}}}\n"
+        "  - {name: faces, kind: face_postprocess, input: detect}\n"
+        "  - {name: out, kind: discard}\n"
+    )
+    assert_one_line_error(run_cli(str(config)), 7, text)

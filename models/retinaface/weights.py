@@ -155,8 +155,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     else:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ValueError(f"{path} is not a plain tensor checkpoint: {exc}") from exc
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            # torch's own message is several sentences; keep the one-line reason
+            raise ValueError(
+                f"{path} is not a PyTorch checkpoint of plain tensors (torch.load refused it)"
+            ) from exc
     return load_state_dict_strict(model, state_dict)
 
 

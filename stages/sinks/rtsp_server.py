@@ -158,7 +158,6 @@ class RtspServerSink(Sink):
             raise SinkError(str(error)) from None
         self._filler_thread = threading.Thread(target=self._fill, name="rtsp-filler", daemon=True)
         self._filler_thread.start()
-        log.warning("serving rtsp://%s:%d%s", self.host, self.server.port, self.path)
 
     @property
     def served_url(self) -> str:
@@ -171,6 +170,7 @@ class RtspServerSink(Sink):
             self._last_frame = time.monotonic()
             image = frame.image
             if self._encoder is None:
+                log.warning("serving %s", self.served_url)  # once, when there is a picture
                 height, width = image.shape[:2]
                 self._encoder = LiveEncoder(width - width % 2, height - height % 2, self.fps,
                                             self.preset, self.bitrate, self.keyint)  # fmt: skip
