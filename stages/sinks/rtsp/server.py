@@ -36,6 +36,7 @@ log = logging.getLogger("framegraph")
 MAX_HEADER = 8192
 MAX_BODY = 65536
 MAX_CONNECTIONS = 64
+TCP_SEND_BUFFER = 256 * 1024
 SESSION_TIMEOUT = 60
 METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
 STATUS = {
@@ -552,6 +553,9 @@ class _Connection:
         if session.client is None:
             if session.transport == "tcp":
                 prefix = bytes((0x24, session.channel))
+                # A small kernel buffer, so a stalled viewer shows up in our own
+                # bounded queue (counted drops) instead of hiding megabytes in the kernel.
+                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_SEND_BUFFER)
 
                 def send(packet: bytes) -> None:
                     self.send(prefix + len(packet).to_bytes(2, "big") + packet)
