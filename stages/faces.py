@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 
@@ -71,11 +70,8 @@ class FacePreprocess(Stage):
         image = frame.image
         factors = (1.0, 1.0)
         if self.scale != 1.0:
-            h, w = image.shape[:2]
-            nw, nh = max(round(w * self.scale), 1), max(round(h * self.scale), 1)
-            interpolation = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-            image = cv2.resize(image, (nw, nh), interpolation=interpolation)
-            factors = (nw / w, nh / h)
+            image, fx, fy = retinaface.resize(image, self.scale)
+            factors = (fx, fy)
         tensor = retinaface.to_tensor(image, self.device)
         frame.results[self.name] = FaceBatch(tensor, factors)
         return frame

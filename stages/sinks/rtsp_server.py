@@ -14,6 +14,7 @@ from pipeline.config import register
 from pipeline.errors import ConfigError, SinkError
 from pipeline.frame import Frame
 from pipeline.stage import Sink
+from stages.sinks.fit import even_size, fit
 from stages.sinks.rtsp.auth import Credentials, Scheme
 from stages.sinks.rtsp.encoder import LiveEncoder
 from stages.sinks.rtsp.h264 import CLOCK_RATE, RtpPacketizer, sdp
@@ -171,16 +172,14 @@ class RtspServerSink(Sink):
             image = frame.image
             if self._encoder is None:
                 log.warning("serving %s", self.served_url)  # once, when there is a picture
-                height, width = image.shape[:2]
-                self._encoder = LiveEncoder(width - width % 2, height - height % 2, self.fps,
-                                            self.preset, self.bitrate, self.keyint)  # fmt: skip
+                self._encoder = LiveEncoder(*even_size(image), self.fps, self.preset,
+                                            self.bitrate, self.keyint)  # fmt: skip
             self._send(image, self._clock.from_pts(frame.time))
 
     def _send(self, image: np.ndarray, timestamp: int) -> None:
         encoder = self._encoder
         assert encoder is not None and self.mount is not None
-        if image.shape[1] != encoder.width or image.shape[0] != encoder.height:
-            image = cv2.resize(image, (encoder.width, encoder.height), interpolation=cv2.INTER_AREA)
+        image = fit(image, (encoder.width, encoder.height))
         for unit in encoder.encode(image, timestamp):
             if not self.mount.ready.is_set() and encoder.sps and encoder.pps:
                 self.mount.describe(sdp(encoder.sps, encoder.pps, self.fps, self._packetizer.ssrc))

@@ -10,12 +10,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 
 from pipeline.config import register
 from pipeline.errors import SinkError
 from pipeline.frame import Frame
 from pipeline.stage import Sink
+from stages.sinks.fit import even_size, fit
 
 log = logging.getLogger("framegraph")
 CODEC_PREFERENCE = ("libx264", "h264", "libopenh264", "mpeg4", "mjpeg")
@@ -90,8 +90,7 @@ class VideoFileSink(Sink):
             raise SinkError(f"output path is a directory: {self.path}")
 
     def _start(self, frame: Frame) -> None:
-        height, width = frame.image.shape[:2]
-        self._size = (width - width % 2, height - height % 2)
+        self._size = even_size(frame.image)
         options = (
             {"movflags": "+faststart"}
             if self.faststart and self.path.suffix in (".mp4", ".mov", ".m4v")
@@ -117,13 +116,7 @@ class VideoFileSink(Sink):
     def write(self, frame: Frame) -> None:
         if self._container is None:
             self._start(frame)
-        image = frame.image
-        width, height = self._size  # type: ignore[misc]
-        if image.shape[1] != width or image.shape[0] != height:
-            if abs(image.shape[1] - width) <= 1 and abs(image.shape[0] - height) <= 1:
-                image = image[:height, :width]
-            else:
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        image = fit(frame.image, self._size)  # type: ignore[arg-type]
         pts = round(frame.pts * frame.time_base / self._time_base)  # type: ignore[operator]
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # muxers need strictly increasing PTS
