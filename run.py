@@ -54,7 +54,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Fold command-line options into the raw config dict (before validation)."""
-    from pipeline.config import STAGE_KINDS
     from pipeline.errors import ConfigError
     from pipeline.stage import Source
     from stages.sources import source_args_for
@@ -71,11 +70,7 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     if args.no_progress:
         settings["progress"] = False
 
-    def is_source(entry: Any) -> bool:
-        cls = STAGE_KINDS.get(entry.get("kind")) if isinstance(entry, dict) else None
-        return cls is not None and issubclass(cls, Source)
-
-    source_entries = [e for e in stages if is_source(e)]
+    source_entries = [e for e in stages if _is_kind_of(e, Source)]
     if args.source is not None:
         if not source_entries:
             raise ConfigError(f"{args.config}: has no source stage to replace with --source")
@@ -96,6 +91,14 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     return raw
 
 
+def _is_kind_of(entry: Any, base: type) -> bool:
+    """True if a raw config stage entry names a registered kind derived from ``base``."""
+    from pipeline.config import STAGE_KINDS
+
+    cls = STAGE_KINDS.get(entry.get("kind")) if isinstance(entry, dict) else None
+    return cls is not None and issubclass(cls, base)
+
+
 def _set_output(stages: list[dict[str, Any]], output: str) -> None:
     from pipeline.errors import ConfigError
 
@@ -112,7 +115,6 @@ def _set_output(stages: list[dict[str, Any]], output: str) -> None:
 def _attach_sink(stages: list[dict[str, Any]], kind: str, args: dict[str, Any]) -> None:
     """Point the config's first ``kind`` sink at ``args``, or add one fed by the
     stage that feeds the config's first sink (the last stage if it has none)."""
-    from pipeline.config import STAGE_KINDS
     from pipeline.stage import Sink
 
     entries = [e for e in stages if isinstance(e, dict)]
@@ -120,8 +122,7 @@ def _attach_sink(stages: list[dict[str, Any]], kind: str, args: dict[str, Any]) 
     if existing:
         existing[0].update(args)
         return
-    sinks = [e for e in entries if isinstance(STAGE_KINDS.get(e.get("kind")), type)
-             and issubclass(STAGE_KINDS[e["kind"]], Sink)]  # fmt: skip
+    sinks = [e for e in entries if _is_kind_of(e, Sink)]
     if sinks and sinks[0].get("inputs"):
         feeder = sinks[0]["inputs"][0]
     elif sinks:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +15,7 @@ from pipeline.errors import SourceError
 from pipeline.frame import Frame
 from pipeline.stage import Source
 from stages.sources.av_input import describe, to_bgr
+from stages.sources.pacing import Pacer
 
 log = logging.getLogger("framegraph")
 
@@ -89,8 +89,7 @@ class FileSource(Source):
         index = 0
         offset = 0  # added to PTS after each loop so time keeps increasing
         last_pts: int | None = None
-        first_wall: float | None = None
-        first_pts: int | None = None
+        pacer = Pacer(self._stop)
         raw_first: int | None = None  # first PTS in the file, for loop offsets
         while not self._stop.is_set():
             for decoded in self._decode(container, stream):
@@ -101,12 +100,8 @@ class FileSource(Source):
                 pts = raw + offset
                 if last_pts is not None and pts <= last_pts:
                     pts = last_pts + 1  # keep PTS strictly increasing for muxers
-                if self.live:
-                    if first_wall is None:
-                        first_wall, first_pts = time.monotonic(), pts
-                    due = first_wall + float((pts - first_pts) * time_base)
-                    if self._stop.wait(max(due - time.monotonic(), 0.0)):
-                        return
+                if self.live and not pacer.wait(float(pts * time_base)):
+                    return
                 last_pts = pts
                 yield Frame(to_bgr(decoded), pts, time_base, index, self.source_id)
                 index += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +15,7 @@ from pipeline.config import register
 from pipeline.errors import SourceError
 from pipeline.frame import Frame
 from pipeline.stage import Source
+from stages.sources.pacing import Pacer
 
 log = logging.getLogger("framegraph")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -61,11 +61,9 @@ class ImageFolderSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         time_base = Fraction(1) / self.fps
-        start = time.monotonic()
+        pacer = Pacer(self._stop)
         for index, path in enumerate(self._files):
-            if self.live and self._stop.wait(
-                max(start + index * float(time_base) - time.monotonic(), 0)
-            ):
+            if self.live and not pacer.wait(index * float(time_base)):
                 return
             if self._stop.is_set():
                 return

@@ -7,7 +7,6 @@ Deterministic for a given seed, so tests can check what arrives at the output
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -17,6 +16,7 @@ import numpy as np
 from pipeline.config import register
 from pipeline.frame import Frame
 from pipeline.stage import Source
+from stages.sources.pacing import Pacer
 
 COUNTER_BITS = 16
 """The frame index is also burned in as black/white cells, machine-readable."""
@@ -121,12 +121,10 @@ class SyntheticSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         time_base = 1 / self.fps
-        start = time.monotonic()
+        pacer = Pacer(self._stop)
         index = 0
         while self.count is None or index < self.count:
-            if self.live and self._stop.wait(
-                max(start + index * float(time_base) - time.monotonic(), 0)
-            ):
+            if self.live and not pacer.wait(index * float(time_base)):
                 return
             if self._stop.is_set():
                 return
