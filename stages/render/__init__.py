@@ -6,24 +6,50 @@ import numpy as np
 
 from pipeline.config import register
 from pipeline.frame import Frame
-from pipeline.results import Detections
+from pipeline.results import DensePoseResult, Detections, PanopticSegmentation
 from pipeline.stage import Stage
 from stages.render import anonymize  # noqa: F401  (registers)
-from stages.render.annotators import DetectionAnnotator
+from stages.render.annotators import (
+    DetectionAnnotator,
+    IUVAnnotator,
+    IUVMode,
+    PanopticAnnotator,
+)
 
 
 @register("draw")
 class Draw(Stage):
     """Draws every result it has an annotator for onto a copy of the frame.
 
+    Detections get boxes, labels, masks and landmarks; panoptic segmentations a
+    colour per segment; DensePose results their parts or U, V coordinates.
+
     Args:
         results: names of the stages whose results to draw (None = all).
         thickness: line width for boxes.
+        panoptic_alpha: opacity of panoptic segment colours.
+        contours: draw white lines on panoptic segment borders.
+        stuff_colours: BGR colour per panoptic stuff class id (others get a stable one).
+        iuv_mode: how DensePose results are shown: "parts", "u", "v" or "contours".
+        iuv_alpha: opacity of the DensePose colours or lines.
     """
 
-    def __init__(self, results: list[str] | None = None, thickness: int = 2) -> None:
+    def __init__(
+        self,
+        results: list[str] | None = None,
+        thickness: int = 2,
+        panoptic_alpha: float = 0.5,
+        contours: bool = True,
+        stuff_colours: dict[int, tuple[int, int, int]] | None = None,
+        iuv_mode: IUVMode = "parts",
+        iuv_alpha: float = 0.7,
+    ) -> None:
         self.only = results
-        self.annotators = {Detections: DetectionAnnotator(thickness=thickness)}
+        self.annotators = {
+            Detections: DetectionAnnotator(thickness=thickness),
+            PanopticSegmentation: PanopticAnnotator(panoptic_alpha, contours, stuff_colours),
+            DensePoseResult: IUVAnnotator(iuv_mode, iuv_alpha),
+        }
 
     def process(self, frame: Frame) -> Frame:
         image: np.ndarray | None = None

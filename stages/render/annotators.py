@@ -3,10 +3,14 @@ an image the caller owns."""
 
 from __future__ import annotations
 
+import colorsys
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
 import cv2
 import numpy as np
 
-from pipeline.results import Detections
+from pipeline.results import DensePoseResult, Detections, PanopticSegmentation
 
 PALETTE = np.array(
     [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
@@ -58,3 +62,183 @@ class DetectionAnnotator:
                 for x, y in detections.landmarks[n].astype(int):
                     cv2.circle(image, (int(x), int(y)), 2, (0, 255, 255), -1)
         return image
+
+
+def stuff_colour(class_id: int) -> tuple[int, int, int]:
+    """Stable BGR colour for a stuff class, muted so it does not read as a tracked thing.
+
+    Hues step by the golden ratio, so neighbouring class ids get far-apart hues.
+    """
+    r, g, b = colorsys.hsv_to_rgb((int(class_id) * 0.618034) % 1.0, 0.45, 0.75)
+    return round(b * 255), round(g * 255), round(r * 255)
+
+
+def _segment_index(segment_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row of each pixel's segment in ``ids``, plus one; 0 where the id is not listed.
+
+    Args:
+        segment_map: int [H, W] segment ids.
+        ids: int64 [K] distinct segment ids to look up.
+
+    Returns:
+        int32 or intp [H, W] in 0..K.
+    """
+    lo, hi = int(segment_map.min()), int(segment_map.max())
+    if lo >= 0 and hi < 1 << 20:  # small ids: a direct lookup table over 0..max id
+        lut = np.zeros(hi + 1, np.int32)
+        inside = (ids >= 0) & (ids <= hi)
+        lut[ids[inside]] = np.flatnonzero(inside) + 1
+        return np.take(lut, segment_map)
+    order = np.argsort(ids)
+    keys = ids[order]
+    pos = np.searchsorted(keys, segment_map).clip(max=len(keys) - 1)
+    return np.where(keys[pos] == segment_map, order[pos] + 1, 0)
+
+
+def _borders(index: np.ndarray, same: np.ndarray | None = None) -> np.ndarray:
+    """1-pixel lines where ``index`` changes between 4-neighbours, drawn on labelled pixels.
+
+    Args:
+        index: int [H, W] labels; 0 = unlabelled, never drawn on.
+        same: optional int [H, W]; a change only counts between pixels equal in it.
+
+    Returns:
+        bool [H, W]. A change between two labelled pixels marks the right / lower one;
+        between a labelled and an unlabelled pixel, the labelled one.
+    """
+    edge = np.zeros(index.shape, bool)
+    labelled = index > 0
+    for a, b in (
+        (np.s_[:, :-1], np.s_[:, 1:]),  # left, right
+        (np.s_[:-1, :], np.s_[1:, :]),  # top, bottom
+    ):
+        change = index[a] != index[b]
+        if same is not None:
+            change &= same[a] == same[b]
+        edge[b] |= change & labelled[b]
+        edge[a] |= change & ~labelled[b] & labelled[a]
+    return edge
+
+
+def _blend(image: np.ndarray, colours: np.ndarray, where: np.ndarray, alpha: float) -> None:
+    """``image[where] = alpha * colours + (1 - alpha) * image``, in place; other pixels kept."""
+    mixed = cv2.addWeighted(colours, alpha, image, 1 - alpha, 0)
+    cv2.copyTo(mixed, np.ascontiguousarray(where).view(np.uint8), image)
+
+
+class PanopticAnnotator:
+    """Colours every segment, blended over the image, with optional white contours.
+
+    Thing segments get ``colour(track_id)`` (the segment id when untracked), so an
+    object keeps its colour while its segment id changes from frame to frame; stuff
+    segments get one colour per class. Void (0) and ids missing from ``segments``
+    are left as they are.
+
+    Args:
+        alpha: opacity of the segment colours.
+        contours: draw 1-pixel white lines on segment borders.
+        stuff_colours: BGR colour per stuff class id; other classes get ``stuff_colour``.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        contours: bool = True,
+        stuff_colours: Mapping[int, tuple[int, int, int]] | None = None,
+    ) -> None:
+        self.alpha = alpha
+        self.contours = contours
+        self.stuff_colours = dict(stuff_colours or {})
+
+    def segment_colour(self, segment_id: int, info: Mapping[str, Any]) -> tuple[int, int, int]:
+        """BGR colour of one segment, from its ``segments`` entry."""
+        if info["is_thing"]:
+            track = info.get("track_id")
+            return colour(segment_id if track is None else track)
+        cls = int(info["class"])
+        return tuple(self.stuff_colours.get(cls, stuff_colour(cls)))
+
+    def annotate(self, image: np.ndarray, panoptic: PanopticSegmentation) -> np.ndarray:
+        ids = np.array([k for k in panoptic.segments if k != 0], np.int64)
+        if not len(ids):
+            return image
+        table = np.zeros((len(ids) + 1, 3), np.uint8)
+        table[1:] = [self.segment_colour(int(k), panoptic.segments[int(k)]) for k in ids]
+        index = _segment_index(panoptic.segment_map, ids)
+        _blend(image, np.take(table, index, axis=0), index > 0, self.alpha)
+        if self.contours:
+            image[_borders(index)] = (255, 255, 255)
+        return image
+
+
+PART_COLOURS = cv2.applyColorMap(
+    np.round(np.arange(25) * 255 / 24).astype(np.uint8)[:, None], cv2.COLORMAP_PARULA
+)[:, 0]
+"""uint8 [25, 3] BGR colour per DensePose part index (row 0, background, is never drawn)."""
+UV_COLORMAP = cv2.COLORMAP_JET
+"""OpenCV colour map for the "u" and "v" modes, over U*255 or V*255."""
+U_LINE, V_LINE = (0, 0, 255), (255, 128, 0)
+"""BGR colours of the U and V iso-lines in the "contours" mode."""
+IUVMode = Literal["parts", "u", "v", "contours"]
+
+
+def render_iuv(
+    image: np.ndarray, iuv: np.ndarray, mode: IUVMode = "parts", alpha: float = 0.7
+) -> np.ndarray:
+    """Draws a full-frame DensePose IUV image onto ``image``, in place.
+
+    Modes follow detectron2's DensePose apply_net: "parts" colours the part index,
+    "u" / "v" colour-map U or V, "contours" draws iso-lines of U and V at multiples
+    of 0.1 (each inside one part, so part borders are not drawn). Background
+    (I = 0) is left as it is in every mode.
+
+    Args:
+        image: uint8 [H, W, 3] BGR, drawn on.
+        iuv: uint8 [H, W, 3], (I part 0..24, U*255, V*255).
+        mode: "parts", "u", "v" or "contours".
+        alpha: opacity of the colours or lines.
+
+    Returns:
+        ``image``.
+    """
+    if iuv.shape != (*image.shape[:2], 3):
+        raise ValueError(f"IUV image {iuv.shape} does not match the frame {image.shape}")
+    part = iuv[..., 0]
+    if mode == "contours":
+        level = (np.arange(256) * 10 // 255 + 1).astype(np.uint8)  # 1..11, steps of 0.1
+        fg = (part > 0).view(np.uint8)
+        u_line = _borders(np.take(level, iuv[..., 1]) * fg, same=part)
+        v_line = _borders(np.take(level, iuv[..., 2]) * fg, same=part)
+        lines = image.copy()
+        lines[u_line] = U_LINE
+        lines[v_line] = V_LINE
+        _blend(image, lines, u_line | v_line, alpha)
+        return image
+    if mode == "parts":
+        colours = np.take(PART_COLOURS, np.minimum(part, 24), axis=0)
+    elif mode in ("u", "v"):
+        coordinate = np.ascontiguousarray(iuv[..., 1 if mode == "u" else 2])
+        colours = cv2.applyColorMap(coordinate, UV_COLORMAP)
+    else:
+        raise ValueError(f"unknown IUV mode {mode!r}, expected one of {get_args(IUVMode)}")
+    _blend(image, colours, part > 0, alpha)
+    return image
+
+
+class IUVAnnotator:
+    """DensePose body parts or U, V coordinates, pasted full-frame and drawn with ``render_iuv``.
+
+    Args:
+        mode: "parts", "u", "v" or "contours" (see ``render_iuv``).
+        alpha: opacity of the colours or lines.
+    """
+
+    def __init__(self, mode: IUVMode = "parts", alpha: float = 0.7) -> None:
+        if mode not in get_args(IUVMode):
+            raise ValueError(f"unknown IUV mode {mode!r}, expected one of {get_args(IUVMode)}")
+        self.mode = mode
+        self.alpha = alpha
+
+    def annotate(self, image: np.ndarray, densepose: DensePoseResult) -> np.ndarray:
+        iuv = densepose.to_iuv_image(*image.shape[:2])
+        return render_iuv(image, iuv, self.mode, self.alpha)
