@@ -2,7 +2,8 @@
 """Regenerate the README's pictures from real outputs.
 
 Runs the default job (python run.py, faces) and the motion job if their outputs
-are missing, then saves one output frame of each under docs/.
+are missing, then saves one output frame of each under docs/; renders a few frames
+of the synthetic annotated video with their ground truth side by side.
 
     python tools/readme_images.py
 """
@@ -14,14 +15,73 @@ import sys
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from pipeline.results import Detections, PanopticSegmentation  # noqa: E402
+from stages.render.annotators import (  # noqa: E402
+    DetectionAnnotator,
+    PanopticAnnotator,
+    render_iuv,
+)
+from synthetic.categories import BY_ID, CATEGORIES  # noqa: E402
+from synthetic.generator import SyntheticFrame, generate  # noqa: E402
 
 JOBS = {  # picture: (config, its video output, frame index)
     "default_job.jpg": ("configs/faces.yaml", "out/faces.mp4", 125),
     "motion_job.jpg": ("configs/motion.yaml", "out/motion.mp4", 120),
 }
+
+
+SYNTHETIC = ("synthetic_ground_truth.jpg", 11, (0, 45, 90))  # picture, seed, frames shown
+COLUMNS = ("frame", "instances (COCO)", "panoptic", "IUV: part I", "IUV: U, V lines")
+
+
+def ground_truth_panels(frame: SyntheticFrame) -> list[np.ndarray]:
+    """The frame and its instance, panoptic and IUV ground truth, drawn by our annotators."""
+    things = frame.things()
+    instances = Detections(
+        boxes=[(x, y, x + w, y + h) for x, y, w, h in (s.bbox for s in things)],
+        scores=np.ones(len(things)),
+        class_ids=[s.category_id for s in things],
+        track_ids=[s.track_id for s in things],
+        masks=np.stack([frame.mask(s.id) for s in things]) if things else None,
+        class_names=tuple(BY_ID[i].name if i in BY_ID else "" for i in range(len(CATEGORIES) + 1)),
+    )
+    segments = {
+        sid: {"class": s.category_id, "is_thing": s.isthing, "track_id": s.track_id,
+              "area": s.area}
+        for sid, s in frame.segments.items()
+    }  # fmt: skip
+    panoptic = PanopticSegmentation(frame.panoptic, segments)
+    stuff = {c.id: c.colour for c in CATEGORIES if not c.isthing}
+    dim = (frame.image * 0.45).astype(np.uint8)
+    return [
+        frame.image.copy(),
+        DetectionAnnotator(thickness=1, mask_alpha=0.6).annotate(frame.image.copy(), instances),
+        PanopticAnnotator(alpha=0.85, stuff_colours=stuff).annotate(frame.image.copy(), panoptic),
+        render_iuv(dim.copy(), frame.iuv, "parts", alpha=1.0),
+        render_iuv(render_iuv(dim.copy(), frame.iuv, "u", 0.5), frame.iuv, "contours", 1.0),
+    ]
+
+
+def synthetic_picture() -> Path:
+    """docs/synthetic_ground_truth.jpg: rows of frames, columns of ground truth."""
+    picture, seed, shown = SYNTHETIC
+    rows = []
+    for frame in generate(seed, max(shown) + 1, 320, 320):
+        if frame.index in shown:
+            rows.append(np.hstack(ground_truth_panels(frame)))
+    header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
+    for i, title in enumerate(COLUMNS):
+        cv2.putText(header, title, (i * 320 + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                    (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+    target = ROOT / "docs" / picture
+    cv2.imwrite(str(target), np.vstack([header, *rows]), [cv2.IMWRITE_JPEG_QUALITY, 82])
+    return target
 
 
 def main() -> None:
@@ -38,6 +98,7 @@ def main() -> None:
                     frame.to_image().save(target, quality=80)
                     break
         print(f"wrote {target.relative_to(ROOT)}")
+    print(f"wrote {synthetic_picture().relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
