@@ -11,13 +11,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO run-length encoding (pycocotools) of a bool [H, W] mask."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+from evaluation.coco import rle_json
 
 
 @dataclass
@@ -74,7 +68,7 @@ class Detections:
         if self.landmarks is not None:
             out["landmarks"] = np.round(self.landmarks.astype(float), 2).tolist()
         if self.masks is not None:
-            out["masks"] = [_rle(m) for m in self.masks]
+            out["masks"] = [rle_json(m) for m in self.masks]
         return out
 
 
@@ -94,7 +88,7 @@ class PanopticSegmentation:
     def to_json(self) -> dict[str, Any]:
         return {
             "segments": {str(k): v for k, v in self.segments.items()},
-            "rle": {str(k): _rle(self.segment_map == k) for k in self.segments},
+            "rle": {str(k): rle_json(self.segment_map == k) for k in self.segments},
         }
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from evaluation.coco import rle_json
 from synthetic.categories import CATEGORIES
 from synthetic.generator import SyntheticFrame
 
@@ -24,12 +24,6 @@ def coco_categories() -> list[dict[str, Any]]:
         {"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.colour[::-1])}
         for c in CATEGORIES
     ]
-
-
-def rle(mask: np.ndarray) -> dict[str, Any]:
-    """JSON-ready COCO compressed RLE of a bool [H, W] mask."""
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode()}
 
 
 def coco_instances(frame: SyntheticFrame, image_id: int, first_id: int) -> list[dict[str, Any]]:
@@ -50,7 +44,7 @@ def coco_instances(frame: SyntheticFrame, image_id: int, first_id: int) -> list[
             "image_id": image_id,
             "category_id": s.category_id,
             "track_id": s.track_id,
-            "segmentation": rle(frame.mask(s.id)),
+            "segmentation": rle_json(frame.mask(s.id)),
             "area": s.area,
             "bbox": list(s.bbox),
             "iscrowd": 0,
