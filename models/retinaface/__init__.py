@@ -13,7 +13,7 @@ checkpoints strictly. See ``weights`` for the checkpoint remaps.
 """
 
 from .decode import FaceDetections, decode_boxes, decode_landmarks, detect, postprocess
-from .export import cached_onnx, export_onnx
+from .export import export_onnx, graph_spec
 from .net import VARIANTS, RetinaFace, build_model
 from .preprocess import MEAN_BGR, resize, to_tensor
 from .priors import num_priors, priors
@@ -32,11 +32,11 @@ __all__ = [
     "RetinaFace",
     "TinyRetinaFaceMissingError",
     "build_model",
-    "cached_onnx",
     "decode_boxes",
     "decode_landmarks",
     "detect",
     "export_onnx",
+    "graph_spec",
     "load_weights",
     "num_priors",
     "onnx_to_state_dict",

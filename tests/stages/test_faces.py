@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from models.backends import tensorrt_version
+from pipeline.errors import ModelError
 from pipeline.frame import Frame
 from pipeline.graph import Graph, NodeSpec
 from pipeline.results import Detections
@@ -35,7 +37,7 @@ def run_faces(scale: float = 1.0) -> list[Frame]:
         [
             NodeSpec("source", FileSource(str(CLIP))),
             NodeSpec("prep", FacePreprocess(scale=scale), ["source"]),
-            NodeSpec("detect", FaceDetector(input="prep"), ["prep"]),
+            NodeSpec("detect", FaceDetector(input="prep", backend="torch"), ["prep"]),
             NodeSpec("faces", FacePostprocess(input="detect"), ["detect"]),
             NodeSpec("hide", Anonymize(detections="faces"), ["faces"]),
             NodeSpec("keep", keep, ["hide"]),
@@ -116,3 +118,16 @@ def test_onnxruntime_backend_matches_torch_on_the_clip(frames) -> None:
         assert len(ours) == len(reference)
         assert np.abs(ours.boxes - reference.boxes).max() < 1e-3
         assert np.abs(ours.landmarks - reference.landmarks).max() < 1e-3
+
+
+def test_auto_backend_picks_a_measured_one() -> None:
+    detector = FaceDetector(input="prep", backend="auto", threads=1)
+    detector.open()
+    assert detector.backend is not None and detector.backend.name in ("torch", "onnxruntime")
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed here")
+def test_tensorrt_backend_without_tensorrt_is_a_model_error() -> None:
+    detector = FaceDetector(input="prep", backend="tensorrt")
+    with pytest.raises(ModelError, match=r"TensorRT is not installed|CUDA"):
+        detector.open()

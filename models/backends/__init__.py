@@ -1,0 +1,41 @@
+"""Inference backends: one interface over torch eager, ONNX Runtime and TensorRT.
+
+A backend is called like the model's ``forward`` on already-normalised input tensors and
+returns the raw head outputs as a tuple of tensors, whatever runs underneath:
+
+* ``torch``: the nn.Module itself; fp32 / fp16 / bf16, channels_last, CUDA graphs.
+* ``onnxruntime``: our ONNX export of the module (cached by a hash of its weights), on the
+  CPU execution provider (or CUDA's when asked and present).
+* ``tensorrt``: an engine built from the same ONNX export, cached under a key of everything
+  that makes an engine valid (ONNX hash, input shapes, precision, GPU name and compute
+  capability, TensorRT version), built once under a file lock. Optional: without the
+  ``tensorrt`` package or a GPU it raises :class:`BackendUnavailable` with the reason.
+
+Every backend is checked against torch eager on the same input (tests/models/test_backends.py;
+bench/backends.py prints the parity beside the timings).
+"""
+
+from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
+from models.backends.onnx import cached_onnx, export_onnx
+from models.backends.ort import OnnxRuntimeBackend
+from models.backends.select import create_backend, create_fastest_backend, fastest
+from models.backends.tensorrt import EngineCache, EngineKey, TensorRTBackend, tensorrt_version
+from models.backends.torch_backend import TorchBackend
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "EngineCache",
+    "EngineKey",
+    "GraphSpec",
+    "OnnxRuntimeBackend",
+    "TensorRTBackend",
+    "TorchBackend",
+    "cached_onnx",
+    "create_backend",
+    "create_fastest_backend",
+    "export_onnx",
+    "fastest",
+    "tensorrt_version",
+]

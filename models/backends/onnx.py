@@ -1,0 +1,77 @@
+"""ONNX export of any model family, cached by a hash of its weights and graph interface."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.backends.base import GraphSpec
+from models.cache import atomic_export, resolve_cache_dir
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, spec: GraphSpec) -> None:
+    """Exports ``model`` (eval mode, its current device, float32 example inputs) to ONNX.
+
+    Uses the TorchScript exporter: it needs no onnxscript and keeps stable node names. The
+    model's train/eval mode is restored afterwards.
+    """
+    device = next(model.parameters()).device
+    example = tuple(torch.zeros(shape, device=device) for shape in spec.example)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            # torch >= 2.9 calls the TorchScript exporter legacy; it is the one that exports
+            # these models without extra packages.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                model,
+                example,
+                os.fspath(path),
+                dynamo=False,
+                opset_version=spec.opset,
+                input_names=list(spec.inputs),
+                output_names=list(spec.outputs),
+                dynamic_axes=spec.dynamic or None,
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+
+
+def model_digest(model: nn.Module, spec: GraphSpec) -> str:
+    """sha256 of the model's class, weights and buffers, the graph spec and torch's version."""
+    digest = hashlib.sha256(f"{type(model).__qualname__}:{torch.__version__}".encode())
+    digest.update(spec.describe().encode())
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_onnx(
+    model: nn.Module, spec: GraphSpec, family: str, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """The ONNX export of ``model``, made once and reused (``<cache>/<family>/onnx-<hash>.onnx``).
+
+    The export is written to a temporary file and renamed into place, so concurrent processes
+    never read half a file. ``model`` is exported in float32 on the CPU whatever its state.
+    """
+    path = resolve_cache_dir(cache_dir) / family / f"onnx-{model_digest(model, spec)[:24]}.onnx"
+    if not path.is_file():
+        # .float() / .cpu() act in place: export a copy, leave the caller's model alone.
+        cpu = copy.deepcopy(model).float().cpu() if _on_cuda_or_half(model) else model
+        atomic_export(path, lambda tmp: export_onnx(cpu, tmp, spec))
+    return path
+
+
+def _on_cuda_or_half(model: nn.Module) -> bool:
+    p = next(model.parameters())
+    return p.device.type != "cpu" or p.dtype != torch.float32

@@ -1,0 +1,110 @@
+"""Building a backend by name, and picking the fastest of several on real input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
+from models.backends.onnx import cached_onnx
+from models.backends.ort import OnnxRuntimeBackend
+from models.backends.tensorrt import TensorRTBackend
+from models.backends.torch_backend import TorchBackend
+
+KINDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def create_backend(
+    kind: str,
+    model: nn.Module,
+    spec: GraphSpec,
+    family: str,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+    channels_last: bool = False,
+    cuda_graph: bool = False,
+) -> Backend:
+    """A backend of ``kind`` for ``model``.
+
+    Args:
+        kind: "torch", "onnxruntime" or "tensorrt".
+        model: the nn.Module with official names (the onnx and tensorrt kinds export it).
+        spec: its graph interface.
+        family: model family name (the cache folder of its exports).
+        device: where it runs.
+        precision: "fp32", "fp16" (torch and tensorrt on CUDA) or "bf16" (torch on CUDA).
+        threads: CPU threads for onnxruntime.
+        channels_last: torch only.
+        cuda_graph: torch only.
+
+    Raises:
+        BackendUnavailable: the kind cannot run here; the message says why.
+        BackendError: bad arguments or a failed export / build.
+    """
+    if kind == "torch":
+        return TorchBackend(model, device, precision, channels_last, cuda_graph)
+    if kind == "onnxruntime":
+        if precision != "fp32":
+            raise BackendError("the onnxruntime backend runs our fp32 export")
+        return OnnxRuntimeBackend(cached_onnx(model, spec, family), device, threads)
+    if kind == "tensorrt":
+        TensorRTBackend.require(device)  # before the export, which it would waste
+        return TensorRTBackend(cached_onnx(model, spec, family), spec, device, precision)
+    raise BackendError(f"unknown backend {kind!r}, expected one of {KINDS}")
+
+
+def create_fastest_backend(
+    kinds: Sequence[str],
+    model: nn.Module,
+    spec: GraphSpec,
+    family: str,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> tuple[Backend, dict[str, float]]:
+    """Builds each of ``kinds`` that can run here and keeps the fastest on the spec's example.
+
+    Kinds that are unavailable (or do not support ``precision``) are left out.
+
+    Returns:
+        The chosen backend and the median seconds per call of every candidate.
+
+    Raises:
+        BackendUnavailable: none of ``kinds`` can run here.
+    """
+    candidates, reasons = [], []
+    for kind in kinds:
+        try:
+            candidates.append(create_backend(kind, model, spec, family, device, precision, threads))
+        except BackendError as error:  # includes BackendUnavailable
+            reasons.append(f"{kind}: {error}")
+    if not candidates:
+        raise BackendUnavailable("no backend can run here (" + "; ".join(reasons) + ")")
+    example = [torch.zeros(shape) for shape in spec.example]
+    return fastest(candidates, example)
+
+
+def fastest(
+    backends: Sequence[Backend], inputs: Sequence[torch.Tensor], repeats: int = 5
+) -> tuple[Backend, dict[str, float]]:
+    """The backend with the lowest median time on ``inputs``, and every median in seconds.
+
+    Each backend runs once to warm up (lazy allocation, autotuning), then ``repeats`` times.
+    """
+    timings: dict[str, float] = {}
+    for backend in backends:
+        backend(*inputs)
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            backend(*inputs)
+            if backend.device.type == "cuda":
+                torch.cuda.synchronize(backend.device)
+            samples.append(time.perf_counter() - start)
+        timings[backend.name] = sorted(samples)[len(samples) // 2]
+    best = min(backends, key=lambda b: timings[b.name])
+    return best, timings

@@ -1,0 +1,202 @@
+"""models/backends: parity with torch eager, the ONNX and engine caches, engine-build locking."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import retinaface
+from models.backends import (
+    BackendError,
+    BackendUnavailable,
+    EngineCache,
+    EngineKey,
+    GraphSpec,
+    TensorRTBackend,
+    TorchBackend,
+    cached_onnx,
+    create_backend,
+    fastest,
+    tensorrt_version,
+)
+from models.backends.onnx import model_digest
+
+KEY = EngineKey(
+    onnx_sha256="ab" * 32,
+    shapes="[('input', ((1, 3, 64, 64), (1, 3, 480, 640), (8, 3, 1088, 1920)))]",
+    precision="fp16",
+    gpu_name="NVIDIA H100 80GB HBM3",
+    compute_capability="9.0",
+    tensorrt_version="10.3.0",
+)
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
+    return retinaface.pretrained(cache_dir=tmp_path_factory.mktemp("weights"))
+
+
+@pytest.mark.parametrize("size", [(480, 640), (301, 357)])
+def test_onnxruntime_matches_torch_mobilenet(
+    mobilenet: torch.nn.Module, size: tuple[int, int], tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    spec = retinaface.graph_spec()
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, *size) * 50
+    reference = TorchBackend(mobilenet)(x)
+    ort = create_backend("onnxruntime", mobilenet, spec, "retinaface", threads=1)
+    outputs = ort(x)
+    assert [o.shape for o in outputs] == [r.shape for r in reference]
+    for out, ref in zip(outputs, reference, strict=True):
+        assert (out - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches_torch_resnet50(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = retinaface.build_model("resnet50").eval()
+    # Random weights blow activations up with depth; at unit input scale the outputs stay
+    # O(10) as with trained weights, where an absolute 1e-4 is meaningful.
+    x = torch.randn(1, 3, 320, 320)
+    reference = TorchBackend(model)(x)
+    outputs = create_backend("onnxruntime", model, retinaface.graph_spec(), "retinaface")(x)
+    for out, ref in zip(outputs, reference, strict=True):
+        assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_onnx_cache_reuses_and_keys_on_weights(mobilenet: torch.nn.Module, tmp_path: Path) -> None:
+    spec = retinaface.graph_spec()
+    first = cached_onnx(mobilenet, spec, "retinaface", tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert cached_onnx(mobilenet, spec, "retinaface", tmp_path) == first
+    assert first.stat().st_mtime_ns == stamp  # not exported again
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp files
+    changed = retinaface.build_model("mobilenet0.25")
+    changed.load_state_dict(mobilenet.state_dict())
+    with torch.no_grad():
+        next(changed.parameters()).add_(1e-3)
+    assert cached_onnx(changed, spec, "retinaface", tmp_path) != first
+    other = dataclasses.replace(spec, example=((1, 3, 320, 320),))
+    assert model_digest(mobilenet, other) != model_digest(mobilenet, spec)
+
+
+def test_export_leaves_the_callers_model_alone(tmp_path: Path) -> None:
+    model = retinaface.build_model("mobilenet0.25").eval().half()
+    cached_onnx(model, retinaface.graph_spec(), "retinaface", tmp_path)
+    assert next(model.parameters()).dtype == torch.float16
+
+
+def test_engine_key_changes_with_every_part() -> None:
+    digests = {KEY.digest()}
+    for field in dataclasses.fields(EngineKey):
+        digests.add(dataclasses.replace(KEY, **{field.name: "other"}).digest())
+    assert len(digests) == 1 + len(dataclasses.fields(EngineKey))
+
+
+def test_engine_cache_builds_once_and_rebuilds_foreign_files(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    builds = []
+
+    def build() -> bytes:
+        builds.append(1)
+        return b"engine-%d" % len(builds)
+
+    path = cache.get_or_build(KEY, build)
+    assert path.read_bytes() == b"engine-1" and cache.valid(KEY)
+    assert cache.get_or_build(KEY, build) == path and len(builds) == 1
+    path.write_bytes(b"someone else's engine")  # foreign bytes under our name: never loaded
+    assert not cache.valid(KEY)
+    assert cache.get_or_build(KEY, build).read_bytes() == b"engine-2"
+    _, sidecar = cache.paths(KEY)
+    sidecar.write_text(sidecar.read_text().replace("9.0", "8.6"))  # sidecar for another GPU
+    assert cache.get_or_build(KEY, build).read_bytes() == b"engine-3"
+    other = dataclasses.replace(KEY, tensorrt_version="10.4.0")  # stale: new file, new build
+    assert cache.get_or_build(other, build) != path and len(builds) == 4
+
+
+def _build_in_process(folder: str, log: str, start: float) -> str:
+    def build() -> bytes:
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(0.5)  # long enough for the other process to arrive and wait
+        return b"x" * 100_000
+
+    time.sleep(max(0.0, start - time.time()))
+    return str(EngineCache(folder).get_or_build(KEY, build))
+
+
+def test_concurrent_builders_produce_one_engine(tmp_path: Path) -> None:
+    log = tmp_path / "builds.log"
+    start = time.time() + 1.0
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        paths = pool.starmap(_build_in_process, [(str(tmp_path / "engines"), str(log), start)] * 2)
+    assert paths[0] == paths[1]
+    assert log.read_text() == "built\n"
+    files = sorted(p.name for p in (tmp_path / "engines").iterdir())
+    assert files == sorted(
+        [f"{KEY.digest()}.engine", f"{KEY.digest()}.json", f"{KEY.digest()}.lock"]
+    )
+    assert Path(paths[0]).read_bytes() == b"x" * 100_000
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed here")
+def test_tensorrt_missing_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
+        TensorRTBackend(tmp_path / "x.onnx", retinaface.graph_spec())
+
+
+def test_torch_backend_rejects_gpu_options_on_cpu() -> None:
+    model = retinaface.build_model("mobilenet0.25")
+    with pytest.raises(BackendError, match="fp16 needs a CUDA device"):
+        TorchBackend(model, "cpu", "fp16")
+    with pytest.raises(BackendError, match="CUDA graphs"):
+        TorchBackend(model, "cpu", cuda_graph=True)
+    with pytest.raises(BackendError, match="unknown backend"):
+        create_backend("tvm", model, retinaface.graph_spec(), "retinaface")
+
+
+class _Sleeper:
+    device = torch.device("cpu")
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name, self.seconds = name, seconds
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        time.sleep(self.seconds)
+        return inputs
+
+
+def test_fastest_picks_the_lowest_median() -> None:
+    best, timings = fastest([_Sleeper("slow", 0.02), _Sleeper("quick", 0.002)], [torch.zeros(1)])
+    assert best.name == "quick" and timings["slow"] > timings["quick"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp16_and_graphs_match_fp32(mobilenet: torch.nn.Module) -> None:
+    x = torch.randn(1, 3, 480, 640) * 50
+    reference = TorchBackend(retinaface.build_model("mobilenet0.25").eval(), "cpu")
+    reference.model.load_state_dict(mobilenet.state_dict())
+    expected = reference(x)
+    for kwargs in ({"precision": "fp16"}, {"cuda_graph": True}):
+        model = retinaface.build_model("mobilenet0.25")
+        model.load_state_dict(mobilenet.state_dict())
+        backend = TorchBackend(model, "cuda", **kwargs)
+        for _ in range(2):  # the graph is captured on the first call, replayed on the second
+            outputs = backend(x)
+        tolerance = 2e-2 if kwargs.get("precision") == "fp16" else 1e-4
+        for out, ref in zip(outputs, expected, strict=True):
+            assert (out.cpu() - ref).abs().max().item() <= tolerance * max(1, ref.abs().max())
+
+
+def test_graph_spec_profile_defaults_to_example() -> None:
+    spec = GraphSpec(inputs=("a",), outputs=("b",), example=((1, 3, 8, 8),))
+    assert spec.profile() == {"a": ((1, 3, 8, 8),) * 3}
