@@ -1,0 +1,34 @@
+"""YolactEdge: real-time instance segmentation with temporal feature reuse on video.
+
+Pure PyTorch (runs on CPU and GPU), the official parameter names (released checkpoints load
+with ``strict=True``; see ``weights``), the official priors, decoding and Fast NMS vectorised on
+the model's device, and keyframe / non-keyframe inference (``YolactEdge.keyframe`` /
+``YolactEdge.non_keyframe``). Facts: ../shared/reference/models-video.md part A.
+"""
+
+from .config import MAX_SIZE, VARIANTS, YolactEdgeConfig
+from .net import KeyframeState, YolactEdge, build_model
+from .postprocess import Instances, boxes_in_pixels, decode, detect, fast_nms, masks
+from .preprocess import to_input
+from .priors import level_sizes, priors
+from .weights import load_weights, remap
+
+__all__ = [
+    "MAX_SIZE",
+    "VARIANTS",
+    "Instances",
+    "KeyframeState",
+    "YolactEdge",
+    "YolactEdgeConfig",
+    "boxes_in_pixels",
+    "build_model",
+    "decode",
+    "detect",
+    "fast_nms",
+    "level_sizes",
+    "load_weights",
+    "masks",
+    "priors",
+    "remap",
+    "to_input",
+]

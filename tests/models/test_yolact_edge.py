@@ -1,0 +1,219 @@
+"""YolactEdge: official layouts, strict loading, and number-for-number parity with the official
+code (golden outputs recorded by tools/golden_yolact_edge.py from haotian-liu/yolact_edge)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.yolact_edge import (
+    boxes_in_pixels,
+    build_model,
+    decode,
+    detect,
+    fast_nms,
+    level_sizes,
+    load_weights,
+    masks,
+    priors,
+)
+from tools.golden_yolact_edge import seeded_state_dict
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "yolact_edge"
+SHARED_MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "manifests"
+MANIFESTS = SHARED_MANIFESTS if SHARED_MANIFESTS.is_dir() else DATA
+VARIANTS = ["yolact_edge_mobilenetv2", "yolact_edge_resnet50", "yolact_edge_vid_resnet50"]
+
+
+def manifest(name: str) -> list[list]:
+    return json.loads((MANIFESTS / f"{name}.json").read_text())
+
+
+def layout(model: torch.nn.Module) -> list[list]:
+    return [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
+
+
+def resnet101_manifest(resnet50: list[list]) -> list[list]:
+    """R-101's layout from R-50's: stage 3 (layers.2) has 23 blocks instead of 6, each like
+    block 1 (only block 0 has a downsample projection)."""
+    out: list[list] = []
+    for entry in resnet50:
+        match = re.match(r"backbone\.layers\.2\.(\d+)\.(.*)", entry[0])
+        if match and match.group(1) != "1":
+            if match.group(1) == "0":
+                out.append(entry)
+            continue
+        if match:
+            for block in range(1, 23):
+                out.append([f"backbone.layers.2.{block}.{match.group(2)}", *entry[1:]])
+            continue
+        out.append(entry)
+
+    # Blocks were emitted key-major; the state_dict is block-major.
+    def order(entry: list) -> tuple:
+        m = re.match(r"backbone\.layers\.2\.(\d+)\.", entry[0])
+        return (0, int(m.group(1))) if m else (0, -1)
+
+    stage = [e for e in out if e[0].startswith("backbone.layers.2.")]
+    stage.sort(key=order)
+    first = next(i for i, e in enumerate(out) if e[0].startswith("backbone.layers.2."))
+    rest = [e for e in out if not e[0].startswith("backbone.layers.2.")]
+    return rest[:first] + stage + rest[first:]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_state_dict_matches_official_manifest(variant: str) -> None:
+    assert layout(build_model(variant)) == manifest(variant)
+
+
+@pytest.mark.parametrize(
+    ("variant", "base"),
+    [("yolact_edge", "yolact_edge_resnet50"), ("yolact_edge_vid", "yolact_edge_vid_resnet50")],
+)
+def test_resnet101_layout_derived_from_resnet50(variant: str, base: str) -> None:
+    assert layout(build_model(variant)) == resnet101_manifest(manifest(base))
+
+
+@pytest.mark.skipif(not SHARED_MANIFESTS.is_dir(), reason="shared reference not beside the clone")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bundled_manifest_copies_are_current(variant: str) -> None:
+    assert json.loads((DATA / f"{variant}.json").read_text()) == manifest(variant)
+
+
+def checkpoint_like(variant: str) -> dict[str, torch.Tensor]:
+    """A state_dict in exactly the manifest's layout (values from a seed)."""
+    shapes = {k: (s, t) for k, s, t in manifest(variant)}
+    model = build_model(variant)
+    values = seeded_state_dict(model, 3)
+    assert {k: (list(v.shape), str(v.dtype)) for k, v in values.items()} == {
+        k: (s, t) for k, (s, t) in shapes.items()
+    }
+    return values
+
+
+def test_official_layout_loads_strictly_and_config_comes_from_the_caller(tmp_path: Path) -> None:
+    state = checkpoint_like("yolact_edge_vid_resnet50")
+    path = tmp_path / "renamed_mobilenetv2_54_800000.pth"  # a misleading file name
+    torch.save(state, path)
+    model = load_weights(build_model("yolact_edge_vid_resnet50"), path)
+    assert torch.equal(model.flow_net.pred3.conv.weight, state["flow_net.pred3.conv.weight"])
+    with pytest.raises(ValueError, match=r"unexpected \(\d+\): spa\.refine_convs"):
+        load_weights(build_model("yolact_edge_resnet50"), path)  # vid file into the image model
+
+
+def test_mismatched_checkpoint_names_the_keys() -> None:
+    state = checkpoint_like("yolact_edge_resnet50")
+    with pytest.raises(ValueError) as error:
+        load_weights(build_model("yolact_edge_mobilenetv2"), state)
+    message = str(error.value)
+    assert "missing (312): backbone.layers.0.0.weight" in message
+    assert "unexpected" in message and "backbone.layers.0.0.conv1.weight" in message
+    assert "shape" in message and "fpn_phase_1.lat_layers.0.weight (256, 2048, 1, 1)" in message
+    state["semantic_seg_conv.weight"] = torch.zeros(40, 256, 1, 1)  # YouTube-VIS classes
+    with pytest.raises(ValueError, match=r"shape \(1\): semantic_seg_conv\.weight"):
+        load_weights(build_model("yolact_edge_resnet50"), state)
+
+
+def test_yolact_checkpoint_remap() -> None:
+    state = checkpoint_like("yolact_edge_resnet50")
+    yolact = {}
+    for key, value in state.items():
+        key = key.replace("fpn_phase_1.", "fpn.").replace("fpn_phase_2.", "fpn.")
+        yolact[key] = value
+    yolact["fpn.downsample_layers.2.weight"] = torch.zeros(1)  # dropped, as official
+    yolact["backbone.layer1.0.conv1.weight"] = torch.zeros(1)  # old-style key, dropped
+    model = load_weights(build_model("yolact_edge_resnet50"), yolact)
+    assert torch.equal(
+        model.fpn_phase_2.pred_layers[1].weight, state["fpn_phase_2.pred_layers.1.weight"]
+    )
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return torch.load(DATA / "golden.pt", weights_only=False)
+
+
+def close(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float = 1e-4) -> float:
+    scale = max(1.0, float(theirs.abs().max()))
+    return float((ours - theirs).abs().max()) / scale
+
+
+def test_priors_equal_official(golden: dict) -> None:
+    h, w = golden["input_a"].shape[-2:]
+    assert torch.equal(priors(h, w), golden["mobilenetv2"]["priors"])
+    assert len(priors()) == 19248 and level_sizes(550, 550) == (
+        (69, 69),
+        (35, 35),
+        (18, 18),
+        (9, 9),
+        (5, 5),
+    )
+
+
+@torch.inference_mode()
+def test_image_mode_matches_official(golden: dict) -> None:
+    model = build_model("yolact_edge_mobilenetv2").eval()
+    load_weights(model, seeded_state_dict(model, 0))
+    loc, conf, coeffs, proto = model(golden["input_a"])
+    expected = golden["mobilenetv2"]
+    for ours, key in ((loc, "loc"), (conf, "conf"), (coeffs, "mask"), (proto, "proto")):
+        assert ours.shape == expected[key].shape
+        assert close(ours, expected[key]) < 1e-4, key
+
+
+@torch.inference_mode()
+def test_keyframe_and_warped_non_keyframe_match_official(golden: dict) -> None:
+    model = build_model("yolact_edge_vid_resnet50").eval()
+    load_weights(model, seeded_state_dict(model, 1))
+    key_outputs, state = model.keyframe(golden["input_a"])
+    warped_outputs = model.non_keyframe(golden["input_b"], state)
+    for outputs, name in (
+        (key_outputs, "vid_resnet50_key"),
+        (warped_outputs, "vid_resnet50_nonkey"),
+    ):
+        for ours, key in zip(outputs, ("loc", "conf", "mask", "proto"), strict=True):
+            assert close(ours, golden[name][key]) < 1e-4, (name, key)
+    # The non-keyframe really differs from running the keyframe path on frame B.
+    full_b, _ = model.keyframe(golden["input_b"])
+    assert close(full_b[3], golden["vid_resnet50_nonkey"]["proto"]) > 1e-3
+
+
+def test_detection_matches_official(golden: dict) -> None:
+    head = golden["detect"]["head"]
+    prior = golden["mobilenetv2"]["priors"]
+    (found,) = detect(head["loc"], head["conf"], head["mask"], prior)
+    expected = golden["detect"]
+    assert len(found) == len(expected["scores"]) == 100
+    assert torch.equal(found.classes, expected["classes"])
+    assert torch.allclose(found.scores, expected["scores"], atol=1e-6)
+    assert torch.allclose(found.boxes, expected["boxes_rel"], atol=1e-6)
+    assert torch.equal(boxes_in_pixels(found.boxes, 64, 96).long(), expected["boxes_long"])
+    ours = masks(head["proto"][0], found, 64, 96).numpy()
+    theirs = np.unpackbits(expected["masks_packed"].numpy(), axis=-1, count=96).astype(bool)
+    assert (ours == theirs).mean() > 0.9999  # bilinear ties at exactly 0.5 may flip a pixel
+
+
+# --------------------------------------------------------------------------- by hand
+
+
+def test_decode_and_fast_nms_by_hand() -> None:
+    prior = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    box = decode(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), prior)  # cx += 1 * 0.1 * 0.2
+    assert torch.allclose(box, torch.tensor([[0.42, 0.4, 0.62, 0.6]]))
+    boxes = torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.02, 0.0, 0.42, 0.4], [0.6, 0.6, 0.9, 0.9]])
+    coeffs = torch.arange(3.0)[:, None].expand(3, 32)
+    # Class 0: boxes 0 and 1 overlap (IoU 0.905): the lower-scored one goes. Class 1 scores
+    # box 1 high: it survives there (Fast NMS is per class).
+    scores = torch.tensor([[0.9, 0.8, 0.3], [0.0, 0.7, 0.0]])
+    kept = fast_nms(boxes, coeffs, scores)
+    got = sorted(zip(kept.classes.tolist(), kept.coeffs[:, 0].tolist(), strict=True))
+    assert (0, 0.0) in got and (0, 2.0) in got and (1, 1.0) in got and (0, 1.0) not in got
+    assert kept.scores.tolist() == sorted(kept.scores.tolist(), reverse=True)
