@@ -24,6 +24,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
+from stages.intermediate import drop_intermediates, intermediate
 
 log = logging.getLogger("framegraph")
 
@@ -45,13 +46,6 @@ class FaceRaw:
     landmarks: torch.Tensor
     input_size: tuple[int, int]
     factors: tuple[float, float]
-
-
-def _intermediate(frame: Frame, key: str, kind: type, stage: str) -> object:
-    value = frame.results.get(key)
-    if not isinstance(value, kind):
-        raise ConfigError(f"stage {stage!r}: no {kind.__name__} from stage {key!r} on the frame")
-    return value
 
 
 @register("face_preprocess")
@@ -156,7 +150,7 @@ class FaceDetector(Stage):
             raise ModelError(f"face_detector: {error}") from None
 
     def process(self, frame: Frame) -> Frame:
-        batch: FaceBatch = _intermediate(frame, self.input, FaceBatch, self.name)  # type: ignore[assignment]
+        batch = intermediate(frame, self.input, FaceBatch, self.name)
         x = batch.tensor
         loc, conf, landmarks = self.backend(x)  # type: ignore[misc]
         frame.results[self.name] = FaceRaw(
@@ -191,7 +185,7 @@ class FacePostprocess(Stage):
         self.keep_top_k = keep_top_k
 
     def process(self, frame: Frame) -> Frame:
-        raw: FaceRaw = _intermediate(frame, self.input, FaceRaw, self.name)  # type: ignore[assignment]
+        raw = intermediate(frame, self.input, FaceRaw, self.name)
         found = retinaface.postprocess(
             raw.loc, raw.conf, raw.landmarks, raw.input_size,
             conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold,
@@ -205,7 +199,5 @@ class FacePostprocess(Stage):
             landmarks=found.landmarks / np.array([fx, fy], np.float32),
             class_names=("face",),
         )
-        for key, value in list(frame.results.items()):
-            if isinstance(value, FaceBatch | FaceRaw):
-                del frame.results[key]
+        drop_intermediates(frame, FaceBatch, FaceRaw)
         return frame

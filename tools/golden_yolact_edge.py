@@ -18,6 +18,7 @@ loaded strictly into both implementations, on a fixed 64x96 input:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import types
 from pathlib import Path
@@ -34,8 +35,10 @@ def seeded_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tens
     """Deterministic, well-scaled weights for every key of ``model`` (in state_dict order).
 
     Conv / linear weights ~ N(0, 2 / fan_in); biases ~ N(0, 0.01²); BatchNorm weight 1 + 0.1 N,
-    bias and running mean 0.1 N, running var 1 + 0.1 |N|; counters 0. Keys are identical in the
-    official network and ours, so the same seed gives the same weights to both.
+    bias and running mean 0.1 N, running var 1 + 0.1 |N|; counters 0. The flow network's
+    feature scale and bias are near 1 and 0 (weights x 0.01, scale bias 1 + 0.01 N), as after
+    training, so warped features keep their size. Keys are identical in the official network
+    and ours, so the same seed gives the same weights to both.
     """
     generator = torch.Generator().manual_seed(seed)
     out = {}
@@ -55,6 +58,10 @@ def seeded_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tens
         else:
             fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
             value = noise * (2.0 / fan_in) ** 0.5
+        if re.match(r"flow_net\.pred\d\.(scale|bias)\.weight", key):
+            value = value * 0.01
+        elif re.match(r"flow_net\.pred\d\.scale\.bias", key):
+            value = 1 + value
         out[key] = value.to(tensor.dtype)
     return out
 

@@ -18,12 +18,14 @@ from models.cache import atomic_export, resolve_cache_dir
 def export_onnx(model: nn.Module, path: str | os.PathLike, spec: GraphSpec) -> None:
     """Exports ``model`` (eval mode, its current device, float32 example inputs) to ONNX.
 
-    Uses the TorchScript exporter: it needs no onnxscript and keeps stable node names. The
-    model's train/eval mode is restored afterwards.
+    Uses the TorchScript exporter: it needs no onnxscript and keeps stable node names. Every
+    submodule's train/eval mode is restored afterwards.
     """
     device = next(model.parameters()).device
     example = tuple(torch.zeros(shape, device=device) for shape in spec.example)
-    was_training = model.training
+    # Restore every submodule's own mode afterwards: a wrapper (fresh, so in training mode)
+    # around a model in eval mode must not leave that model in training mode.
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         with warnings.catch_warnings():
@@ -42,7 +44,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, spec: GraphSpec) -> N
                 do_constant_folding=True,
             )
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
 
 
 def model_digest(model: nn.Module, spec: GraphSpec) -> str:

@@ -226,8 +226,10 @@ def warp(features: Tensor, flow: Tensor) -> Tensor:
         float [N, C, h, w] sampled bilinearly at (grid + flow / 8), zeros outside.
     """
     _, _, h, w = flow.shape
-    ys = torch.linspace(-1.0, 1.0, h, device=flow.device, dtype=flow.dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=flow.device, dtype=flow.dtype)
+    # Pixel index scaled to [-1, 1] (align_corners=True), as official. arange, not linspace:
+    # the ONNX exporter turns linspace into float64, which GridSample rejects.
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype) * (2 / max(w - 1, 1)) - 1
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype) * (2 / max(h - 1, 1)) - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0).unsqueeze(0)
     grid = (grid + flow / 8).permute(0, 2, 3, 1)
     return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

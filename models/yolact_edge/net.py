@@ -81,12 +81,17 @@ class YolactEdge(nn.Module):
         features, lateral = self.fpn_phase_1(c3, c4, c5)
         return self._heads(self.fpn_phase_2(*features)), KeyframeState(features, lateral)
 
-    def non_keyframe(self, x: Tensor, key: KeyframeState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def non_keyframe(
+        self, x: Tensor, key: KeyframeState, return_flow: bool = False
+    ) -> (
+        tuple[Tensor, Tensor, Tensor, Tensor] | tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor]
+    ):
         """Partial backbone to C3, flow to the keyframe, warped P4'/P5', rebuilt P3', SPA.
 
         Args:
             x: the current frame, as for :meth:`forward`.
             key: the last keyframe's state (warping is always from it, never chained).
+            return_flow: also return the stride-16 flow [N, 2, h, w] (normalised x 8).
         """
         if not self.config.video:
             raise RuntimeError(f"{self.config.name} has no video modules (use a *_vid_* variant)")
@@ -102,7 +107,8 @@ class YolactEdge(nn.Module):
         p3 = F.interpolate(warped[0], size=c3.shape[-2:], mode="bilinear", align_corners=False)
         p3 = p3 + lateral
         p4, p5 = self.spa(lateral, *warped)
-        return self._heads(self.fpn_phase_2(p3, p4, p5))
+        outputs = self._heads(self.fpn_phase_2(p3, p4, p5))
+        return (outputs, flows[0][0]) if return_flow else outputs
 
     def _heads(self, pyramid: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         proto = F.relu(self.proto_net(pyramid[0])).permute(0, 2, 3, 1).contiguous()

@@ -200,3 +200,10 @@ def test_cuda_fp16_and_graphs_match_fp32(mobilenet: torch.nn.Module) -> None:
 def test_graph_spec_profile_defaults_to_example() -> None:
     spec = GraphSpec(inputs=("a",), outputs=("b",), example=((1, 3, 8, 8),))
     assert spec.profile() == {"a": ((1, 3, 8, 8),) * 3}
+
+
+def test_export_restores_each_submodules_mode(tmp_path: Path) -> None:
+    model = retinaface.build_model("mobilenet0.25").eval()
+    wrapper = torch.nn.Sequential(model)  # a fresh wrapper is in training mode
+    cached_onnx(wrapper, retinaface.graph_spec(), "retinaface", tmp_path)
+    assert wrapper.training and not any(m.training for m in model.modules())
