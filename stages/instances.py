@@ -152,7 +152,7 @@ class YolactEdgeDetector(Stage):
         model.eval()
         self.model = model
         self.video = model.config.video and (self.interval > 1 or self.adaptive)
-        key_spec, non_key_spec = graph_specs()
+        key_spec, non_key_spec = graph_specs(video=model.config.video)
         self.key_backend = self._backend(KeyframeGraph(model), key_spec)
         self.non_key_backend = (
             self._backend(NonKeyframeGraph(model), non_key_spec) if self.video else None

@@ -1,9 +1,10 @@
 """YolactEdge as two exportable graphs: keyframe and non-keyframe.
 
 A stateful video model cannot be one ONNX graph; its state crosses the graph boundary instead.
-The keyframe graph returns the head outputs plus the state (phase-1 P4', P5' and the C3
-lateral; P3' is never warped, so it is not carried); the non-keyframe graph takes a frame and
-that state. Both wrap the same :class:`YolactEdge`, so torch and every backend share weights.
+The keyframe graph returns the head outputs plus the state (phase-1 P4', P5' and the flow
+network's features of the C3 lateral; P3' is never warped, so it is not carried); the
+non-keyframe graph takes a frame and that state. Both wrap the same :class:`YolactEdge`, so
+torch and every backend share weights.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from .net import KeyframeState, YolactEdge
 from .priors import level_sizes
 
 HEAD_OUTPUTS = ("loc", "conf", "coeffs", "proto")
-STATE = ("key_p4", "key_p5", "key_lateral")
+STATE = ("key_p4", "key_p5", "key_flow")
 
 
 class KeyframeGraph(nn.Module):
-    """``x -> loc, conf, coeffs, proto, key_p4, key_p5, key_lateral``."""
+    """``x -> loc, conf, coeffs, proto, key_p4, key_p5, key_flow``."""
 
     def __init__(self, model: YolactEdge) -> None:
         super().__init__()
@@ -29,11 +30,13 @@ class KeyframeGraph(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         outputs, state = self.model.keyframe(x)
-        return (*outputs, state.features[1], state.features[2], state.lateral)
+        if state.flow_features is None:  # an image variant: nothing to carry
+            return outputs
+        return (*outputs, state.features[1], state.features[2], state.flow_features)
 
 
 class NonKeyframeGraph(nn.Module):
-    """``x, key_p4, key_p5, key_lateral -> loc, conf, coeffs, proto, motion``.
+    """``x, key_p4, key_p5, key_flow -> loc, conf, coeffs, proto, motion``.
 
     ``motion`` [N] is the mean flow magnitude at stride 16, in pixels of the 550 input: the
     adaptive keyframe policy reads it.
@@ -44,9 +47,11 @@ class NonKeyframeGraph(nn.Module):
         self.model = model
 
     def forward(
-        self, x: Tensor, key_p4: Tensor, key_p5: Tensor, key_lateral: Tensor
+        self, x: Tensor, key_p4: Tensor, key_p5: Tensor, key_flow: Tensor
     ) -> tuple[Tensor, ...]:
-        state = KeyframeState([key_lateral, key_p4, key_p5], key_lateral)
+        # A non-keyframe reads P4', P5' and the flow features only (P3' and the lateral are
+        # rebuilt from the current frame), so the first entries are placeholders.
+        state = KeyframeState([key_p4, key_p4, key_p5], key_flow, flow_features=key_flow)
         outputs, flow = self.model.non_keyframe(x, state, return_flow=True)
         # Flow is in normalised units x 8 (see heads.warp): pixels = flow / 8 * (size - 1) / 2
         # on the stride-16 grid, x 16 for input pixels.
@@ -56,17 +61,20 @@ class NonKeyframeGraph(nn.Module):
         return (*outputs, (dx * dx + dy * dy).sqrt().mean(dim=(1, 2)))
 
 
-def graph_specs(size: int = MAX_SIZE) -> tuple[GraphSpec, GraphSpec]:
-    """The two graphs' interfaces at a ``size`` x ``size`` input (fixed shapes, batch 1)."""
+def graph_specs(size: int = MAX_SIZE, video: bool = True) -> tuple[GraphSpec, GraphSpec]:
+    """The two graphs' interfaces at a ``size`` x ``size`` input (fixed shapes, batch 1).
+
+    For an image variant (``video=False``) the keyframe graph returns the head outputs only.
+    """
     p3, p4, p5 = level_sizes(size, size)[:3]
     key = GraphSpec(
         inputs=("x",),
-        outputs=(*HEAD_OUTPUTS, *STATE),
+        outputs=(*HEAD_OUTPUTS, *STATE) if video else HEAD_OUTPUTS,
         example=((1, 3, size, size),),
     )
     non_key = GraphSpec(
         inputs=("x", *STATE),
         outputs=(*HEAD_OUTPUTS, "motion"),
-        example=((1, 3, size, size), (1, 256, *p4), (1, 256, *p5), (1, 256, *p3)),
+        example=((1, 3, size, size), (1, 256, *p4), (1, 256, *p5), (1, 64, *p3)),
     )
     return key, non_key

@@ -29,10 +29,13 @@ class KeyframeState:
     Attributes:
         features: phase-1 FPN features ``[P3', P4', P5']`` (before the 3x3 convs).
         lateral: the C3 lateral, float [N, 256, H/8, W/8].
+        flow_features: ``flow_net_pre_convs(lateral)``, float [N, 64, H/8, W/8] (video
+            variants): computed once here instead of on every non-keyframe, as official.
     """
 
     features: list[Tensor]
     lateral: Tensor
+    flow_features: Tensor | None = None
 
 
 class YolactEdge(nn.Module):
@@ -79,7 +82,9 @@ class YolactEdge(nn.Module):
         """Full backbone; also returns the state later non-keyframes warp from."""
         c3, c4, c5 = self.backbone(x)
         features, lateral = self.fpn_phase_1(c3, c4, c5)
-        return self._heads(self.fpn_phase_2(*features)), KeyframeState(features, lateral)
+        flow_features = self.flow_net_pre_convs(lateral) if self.config.video else None
+        state = KeyframeState(features, lateral, flow_features)
+        return self._heads(self.fpn_phase_2(*features)), state
 
     def non_keyframe(
         self, x: Tensor, key: KeyframeState, return_flow: bool = False
@@ -90,16 +95,18 @@ class YolactEdge(nn.Module):
 
         Args:
             x: the current frame, as for :meth:`forward`.
-            key: the last keyframe's state (warping is always from it, never chained).
+            key: the last keyframe's state (warping is always from it, never chained). Its
+                ``lateral`` is not needed when ``flow_features`` is set.
             return_flow: also return the stride-16 flow [N, 2, h, w] (normalised x 8).
         """
         if not self.config.video:
             raise RuntimeError(f"{self.config.name} has no video modules (use a *_vid_* variant)")
         (c3,) = self.backbone(x, partial=True)
         lateral = self.fpn_phase_1.lat_layers[-1](c3)
-        flows = self.flow_net(
-            self.flow_net_pre_convs(lateral), self.flow_net_pre_convs(key.lateral)
-        )
+        key_flow = key.flow_features
+        if key_flow is None:
+            key_flow = self.flow_net_pre_convs(key.lateral)
+        flows = self.flow_net(self.flow_net_pre_convs(lateral), key_flow)
         warped = [
             warp(feature, flow) * scale + bias
             for (flow, scale, bias), feature in zip(flows, key.features[1:], strict=True)

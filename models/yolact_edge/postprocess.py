@@ -11,9 +11,9 @@ box on the prototype grid (1 px padding), upsampled bilinearly to the image and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 VARIANCES = (0.1, 0.2)
@@ -74,8 +74,9 @@ def fast_nms(
         top_k: candidates per class considered.
         max_detections: kept overall, by score.
     """
-    scores, order = scores.sort(dim=1, descending=True)
-    order, scores = order[:, :top_k], scores[:, :top_k]
+    # The official sorts every candidate and keeps the first top_k; topk gives the same
+    # top_k, sorted, without sorting the rest.
+    scores, order = scores.topk(min(top_k, scores.shape[1]), dim=1, sorted=True)
     num_classes, k = order.shape
     class_boxes = boxes[order.reshape(-1)].view(num_classes, k, 4)
     class_coeffs = coeffs[order.reshape(-1)].view(num_classes, k, -1)
@@ -142,10 +143,26 @@ def _sanitize(low: Tensor, high: Tensor, size: int, padding: int = 0) -> tuple[T
     return (x1 - padding).clamp(min=0), (x2 + padding).clamp(max=size)
 
 
+@cache
+def _bilinear_taps(src: int, dst: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For each output index of a ``src`` -> ``dst`` bilinear resize (align_corners=False, as
+    ``F.interpolate``): the two source indices and the weight of the second."""
+    position = ((torch.arange(dst, dtype=torch.float64) + 0.5) * (src / dst) - 0.5).clamp(min=0)
+    low = position.floor().long().clamp(max=src - 1)
+    high = (low + 1).clamp(max=src - 1)
+    return low, high, (position - low).float()
+
+
 def masks(
     proto: Tensor, instances: Instances, height: int, width: int, crop: bool = True
 ) -> Tensor:
     """Instance masks at image size.
+
+    Same result as the official path (sigmoid of proto x coefficients, cropped to the box on
+    the prototype grid with 1 px padding, bilinear resize of the whole map to the image,
+    threshold 0.5), but each mask is resized only over the output pixels that can be non-zero:
+    those whose bilinear taps touch its crop. Resizing 100 full maps to 640x480 is what makes
+    the official post-processing cost more than the network (yolact_edge #56).
 
     Args:
         proto: float [h, w, 32] prototypes of the image.
@@ -157,21 +174,37 @@ def masks(
     Returns:
         bool [K, height, width].
     """
+    out = torch.zeros((len(instances), height, width), dtype=torch.bool, device=proto.device)
     if len(instances) == 0:
-        return torch.zeros((0, height, width), dtype=torch.bool, device=proto.device)
-    soft = torch.sigmoid(proto @ instances.coeffs.t())  # [h, w, K]
+        return out
+    h, w, _ = proto.shape
+    soft = torch.sigmoid(proto @ instances.coeffs.t()).permute(2, 0, 1)  # [K, h, w]
     if crop:
-        h, w, _ = soft.shape
         x1, x2 = _sanitize(instances.boxes[:, 0], instances.boxes[:, 2], w, padding=1)
         y1, y2 = _sanitize(instances.boxes[:, 1], instances.boxes[:, 3], h, padding=1)
-        cols = torch.arange(w, device=proto.device, dtype=soft.dtype).view(1, -1, 1)
-        rows = torch.arange(h, device=proto.device, dtype=soft.dtype).view(-1, 1, 1)
-        inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
-        soft = soft * inside
-    soft = F.interpolate(
-        soft.permute(2, 0, 1)[None], (height, width), mode="bilinear", align_corners=False
-    )[0]
-    return soft > 0.5
+    else:
+        x1 = y1 = torch.zeros(len(instances), device=proto.device)
+        x2, y2 = torch.full_like(x1, w), torch.full_like(x1, h)
+    # Proto cells kept by the crop: integer c with low <= c < high.
+    rows = torch.stack([y1.ceil(), y2.ceil()], 1).long().clamp(0, h).tolist()
+    cols = torch.stack([x1.ceil(), x2.ceil()], 1).long().clamp(0, w).tolist()
+    ry0, ry1, wy = (t.to(proto.device) for t in _bilinear_taps(h, height))
+    rx0, rx1, wx = (t.to(proto.device) for t in _bilinear_taps(w, width))
+    for k, ((r_lo, r_hi), (c_lo, c_hi)) in enumerate(zip(rows, cols, strict=True)):
+        if r_hi <= r_lo or c_hi <= c_lo:
+            continue
+        # Output rows / columns with a tap inside the kept cells (taps are monotone).
+        ys = torch.nonzero((ry1 >= r_lo) & (ry0 < r_hi)).flatten()
+        xs = torch.nonzero((rx1 >= c_lo) & (rx0 < c_hi)).flatten()
+        if len(ys) == 0 or len(xs) == 0:
+            continue
+        cell = torch.zeros((h, w), dtype=soft.dtype, device=proto.device)
+        cell[r_lo:r_hi, c_lo:c_hi] = soft[k, r_lo:r_hi, c_lo:c_hi]
+        top = torch.lerp(cell[ry0[ys]][:, rx0[xs]], cell[ry0[ys]][:, rx1[xs]], wx[xs])
+        bottom = torch.lerp(cell[ry1[ys]][:, rx0[xs]], cell[ry1[ys]][:, rx1[xs]], wx[xs])
+        value = torch.lerp(top, bottom, wy[ys, None])
+        out[k, ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1] = value > 0.5
+    return out
 
 
 def boxes_in_pixels(boxes: Tensor, height: int, width: int) -> Tensor:
