@@ -91,10 +91,14 @@ class YolactEdgeDetector(Stage):
     Args:
         input: name of the ``yolact_preprocess`` stage.
         variant: an official config name (``yolact_edge_vid_resnet50``, ...); video variants
-            reuse keyframe features, image variants run every frame in full.
+            reuse keyframe features, image variants run every frame in full. Default: the
+            checkpoint's own (its JSON sidecar), else yolact_edge_vid_mobilenetv2.
         weights: a checkpoint path (official or ours; loaded strictly), or ``random`` for
             random weights (timing and tests only).
-        class_names: the checkpoint's foreground classes when they are not the variant's.
+        class_names: the checkpoint's foreground classes when they are not the variant's
+            (default: from the checkpoint's sidecar).
+        size: network input side; must match ``yolact_preprocess``'s (default: the
+            checkpoint's sidecar, else 550).
         device: ``cpu`` or ``cuda``.
         backend: ``torch``, ``onnxruntime`` or ``auto`` (the faster of the two, measured).
         threads: onnxruntime intra-op threads.
@@ -110,9 +114,10 @@ class YolactEdgeDetector(Stage):
     def __init__(
         self,
         input: str = "yolact_preprocess",
-        variant: str = "yolact_edge_vid_mobilenetv2",
+        variant: str | None = None,
         weights: str | None = None,
         class_names: list[str] | None = None,
+        size: int | None = None,
         device: str = "cpu",
         backend: Literal["torch", "onnxruntime", "auto"] = "torch",
         threads: int | None = None,
@@ -121,7 +126,7 @@ class YolactEdgeDetector(Stage):
         motion_threshold: float = 8.0,
         scene_cut: float = 0.5,
     ) -> None:
-        if variant not in yolact_edge.VARIANTS:
+        if variant is not None and variant not in yolact_edge.VARIANTS:
             raise ConfigError(f"yolact_edge: variant must be one of {sorted(yolact_edge.VARIANTS)}")
         if keyframe_interval < 1:
             raise ConfigError("yolact_edge: keyframe_interval must be >= 1")
@@ -129,6 +134,7 @@ class YolactEdgeDetector(Stage):
             raise ConfigError("yolact_edge: weights is required (a checkpoint path, or random)")
         self.input, self.variant, self.weights = input, variant, weights
         self.class_names = tuple(class_names) if class_names else None
+        self.size = size
         self.device = torch.device(device)
         self.backend_kind, self.threads = backend, threads
         self.interval, self.adaptive = keyframe_interval, adaptive
@@ -141,6 +147,10 @@ class YolactEdgeDetector(Stage):
             raise ModelError(
                 f"yolact_edge: device {self.device} asked for, but CUDA is not available"
             )
+        meta = {} if self.weights == "random" else yolact_edge.weights_meta(self.weights)
+        self.variant = self.variant or meta.get("variant", "yolact_edge_vid_mobilenetv2")
+        self.class_names = self.class_names or tuple(meta.get("class_names", ())) or None
+        self.size = self.size or meta.get("input_size", yolact_edge.MAX_SIZE)
         model = yolact_edge.build_model(self.variant, self.class_names)
         if self.weights == "random":
             log.warning("yolact_edge: random weights: detections are meaningless (timing only)")
@@ -152,7 +162,7 @@ class YolactEdgeDetector(Stage):
         model.eval()
         self.model = model
         self.video = model.config.video and (self.interval > 1 or self.adaptive)
-        key_spec, non_key_spec = graph_specs(video=model.config.video)
+        key_spec, non_key_spec = graph_specs(self.size, video=model.config.video)
         self.key_backend = self._backend(KeyframeGraph(model), key_spec)
         self.non_key_backend = (
             self._backend(NonKeyframeGraph(model), non_key_spec) if self.video else None
@@ -193,9 +203,10 @@ class YolactEdgeDetector(Stage):
     def process(self, frame: Frame) -> Frame:
         batch = intermediate(frame, self.input, YolactInput, self.name)
         x = batch.tensor
-        if x.shape[-1] != yolact_edge.MAX_SIZE:
+        if x.shape[-1] != self.size:
             raise ConfigError(
-                f"yolact_edge: input must be {yolact_edge.MAX_SIZE}x{yolact_edge.MAX_SIZE}"
+                f"yolact_edge: the model takes {self.size}x{self.size} input, "
+                f"set yolact_preprocess size: {self.size}"
             )
         state = self.states.setdefault(frame.source_id, _SourceState())
         thumbnail = F.adaptive_avg_pool2d(x, 16)

@@ -33,6 +33,7 @@ from synthetic.generator import SyntheticFrame, generate  # noqa: E402
 JOBS = {  # picture: (config, its video output, frame index)
     "default_job.jpg": ("configs/faces.yaml", "out/faces.mp4", 125),
     "motion_job.jpg": ("configs/motion.yaml", "out/motion.mp4", 120),
+    "instances_job.jpg": ("configs/instances.yaml", "out/instances.mp4", 62),
 }
 
 

@@ -32,6 +32,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, spec: GraphSpec) -> N
             # torch >= 2.9 calls the TorchScript exporter legacy; it is the one that exports
             # these models without extra packages.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
+            # Shapes read while tracing become constants: intended, the specs fix the shapes.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
                 model,
                 example,

@@ -11,7 +11,7 @@ from .net import KeyframeState, YolactEdge, build_model
 from .postprocess import Instances, boxes_in_pixels, decode, detect, fast_nms, masks
 from .preprocess import to_input
 from .priors import level_sizes, priors
-from .weights import load_weights, remap
+from .weights import load_weights, remap, weights_meta
 
 __all__ = [
     "MAX_SIZE",
@@ -31,4 +31,5 @@ __all__ = [
     "priors",
     "remap",
     "to_input",
+    "weights_meta",
 ]

@@ -78,16 +78,23 @@ class YolactEdge(nn.Module):
         outputs, _ = self.keyframe(x)
         return outputs
 
-    def keyframe(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], KeyframeState]:
-        """Full backbone; also returns the state later non-keyframes warp from."""
+    def keyframe(
+        self, x: Tensor, logits: bool = False
+    ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], KeyframeState]:
+        """Full backbone; also returns the state later non-keyframes warp from.
+
+        Args:
+            x: as for :meth:`forward`.
+            logits: return class logits instead of softmax scores (training).
+        """
         c3, c4, c5 = self.backbone(x)
         features, lateral = self.fpn_phase_1(c3, c4, c5)
         flow_features = self.flow_net_pre_convs(lateral) if self.config.video else None
         state = KeyframeState(features, lateral, flow_features)
-        return self._heads(self.fpn_phase_2(*features)), state
+        return self.pyramid_heads(features, logits), state
 
     def non_keyframe(
-        self, x: Tensor, key: KeyframeState, return_flow: bool = False
+        self, x: Tensor, key: KeyframeState, return_flow: bool = False, logits: bool = False
     ) -> (
         tuple[Tensor, Tensor, Tensor, Tensor] | tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor]
     ):
@@ -98,6 +105,17 @@ class YolactEdge(nn.Module):
             key: the last keyframe's state (warping is always from it, never chained). Its
                 ``lateral`` is not needed when ``flow_features`` is set.
             return_flow: also return the stride-16 flow [N, 2, h, w] (normalised x 8).
+            logits: return class logits instead of softmax scores (training).
+        """
+        features, flow = self.warped_features(x, key)
+        outputs = self.pyramid_heads(features, logits)
+        return (outputs, flow) if return_flow else outputs
+
+    def warped_features(self, x: Tensor, key: KeyframeState) -> tuple[list[Tensor], Tensor]:
+        """The non-keyframe's phase-1 features ``[P3', P4', P5']`` and its stride-16 flow.
+
+        P4' and P5' are the keyframe's, warped by the estimated flow, scaled, biased and
+        refined by SPA; P3' is the current C3 lateral plus the upsampled warped P4'.
         """
         if not self.config.video:
             raise RuntimeError(f"{self.config.name} has no video modules (use a *_vid_* variant)")
@@ -114,14 +132,22 @@ class YolactEdge(nn.Module):
         p3 = F.interpolate(warped[0], size=c3.shape[-2:], mode="bilinear", align_corners=False)
         p3 = p3 + lateral
         p4, p5 = self.spa(lateral, *warped)
-        outputs = self._heads(self.fpn_phase_2(p3, p4, p5))
-        return (outputs, flows[0][0]) if return_flow else outputs
+        return [p3, p4, p5], flows[0][0]
 
-    def _heads(self, pyramid: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def pyramid_heads(
+        self, features: list[Tensor], logits: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """FPN phase 2 and the heads on phase-1 features ``[P3', P4', P5']``."""
+        return self._heads(self.fpn_phase_2(*features), logits)
+
+    def _heads(
+        self, pyramid: list[Tensor], logits: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         proto = F.relu(self.proto_net(pyramid[0])).permute(0, 2, 3, 1).contiguous()
         head = self.prediction_layers[0]
         locs, confs, coeffs = zip(*(head(level) for level in pyramid), strict=True)
-        conf = F.softmax(torch.cat(confs, dim=1), dim=-1)
+        conf = torch.cat(confs, dim=1)
+        conf = conf if logits else F.softmax(conf, dim=-1)
         return torch.cat(locs, dim=1), conf, torch.cat(coeffs, dim=1), proto
 
 

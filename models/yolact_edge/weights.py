@@ -10,16 +10,22 @@ Documented remaps (the official ``load_weights`` applies the same ones):
   ``fpn.*`` -> ``fpn_phase_2.*`` (``fpn.downsample_layers.N`` with N >= 2 dropped).
 - Old-style ``backbone.layerN.*`` keys (not ``backbone.layers.*``) are dropped.
 - A ``module.`` prefix (DataParallel) is stripped.
+
+Our own committed demo weights are stored compactly (``models.checkpoints``) and expanded here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from models.checkpoints import expand, is_compact
 
 
 def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -58,6 +64,18 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], name: s
         raise ValueError(f"{name} does not fit {model.config.name}: " + "; ".join(problems))  # type: ignore[attr-defined]
 
 
+def weights_meta(path: str | os.PathLike) -> dict:
+    """What a checkpoint says about itself: the JSON sidecar next to it (``<name>.json``,
+    written by tools/train_yolact_edge.py: variant, class names, input size), or ``{}``.
+
+    Official checkpoints have none; their classes and input (550) are the variant's.
+    """
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    return json.loads(sidecar.read_text())
+
+
 def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
     """Loads a checkpoint (path or state_dict) into ``model`` with ``strict=True``.
 
@@ -70,6 +88,8 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Ten
     else:
         name = os.fspath(weights)
         state_dict = torch.load(name, map_location="cpu", weights_only=True)
+        if is_compact(state_dict):
+            state_dict = expand(state_dict)
         if not isinstance(state_dict, Mapping):
             raise ValueError(f"{name} is not a state_dict")
     state_dict = remap(state_dict)

@@ -6,7 +6,7 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from stages.sources import camera, file, images, stream, synthetic  # noqa: F401  (registers)
+from stages.sources import camera, file, images, scene, stream, synthetic  # noqa: F401  (registers)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 

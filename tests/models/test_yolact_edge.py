@@ -21,6 +21,7 @@ from models.yolact_edge import (
     load_weights,
     masks,
     priors,
+    to_input,
 )
 from tools.golden_yolact_edge import seeded_state_dict
 
@@ -249,3 +250,40 @@ def test_exported_graphs_match_torch_on_onnxruntime(tmp_path: Path) -> None:
             # rounding (~1e-6 relative) shows up to ~5e-4 where tanh / softmax are steep.
             bound = 1e-3 if name in ("conf", "coeffs") else 1e-4
             assert close(ours, theirs) < bound, name
+
+
+DEMO = (
+    Path(__file__).resolve().parents[2]
+    / "models"
+    / "yolact_edge"
+    / "weights"
+    / "synthetic_mobilenetv2.pth"
+)
+
+
+@torch.inference_mode()
+def test_demo_weights_find_people_in_a_held_out_scene() -> None:
+    from models.yolact_edge import weights_meta
+    from synthetic.categories import PERSON
+    from synthetic.generator import generate
+
+    meta = weights_meta(DEMO)
+    assert meta["input_size"] == 320 and meta["mask_ap_keyframe_every_frame"] > 0.3
+    model = load_weights(build_model(meta["variant"], tuple(meta["class_names"])), DEMO).eval()
+    frames = list(generate(9001, 31, 320, 320))  # an evaluation seed, never trained on
+    frame = frames[30]
+    loc, conf, coeffs, proto = model(to_input(frame.image, 320))
+    (found,) = detect(loc, conf, coeffs, priors(320, 320))
+    keep = found.scores > 0.3
+    people = [s for s in frame.things() if s.category_id == PERSON and s.area > 500]
+    assert people
+    found_masks = masks(proto[0], found, 320, 320)[keep]
+    found_classes = found.classes[keep] + 1
+    for person in people:  # every clearly visible person is found with a good mask
+        truth = torch.from_numpy(frame.mask(person.id))
+        ious = [
+            float((m & truth).sum() / (m | truth).sum())
+            for m, c in zip(found_masks, found_classes, strict=True)
+            if c == PERSON
+        ]
+        assert ious and max(ious) > 0.5

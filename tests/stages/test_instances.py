@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 
 from models.yolact_edge import priors
 from pipeline.errors import ConfigError, ModelError
@@ -105,3 +106,25 @@ def test_postprocess_gives_tracked_masks_at_frame_size() -> None:
     assert np.array_equal(first.track_ids, second.track_ids)
     assert first.label(0).startswith("class")
     assert (first.boxes[:, 2] <= 96).all() and (first.boxes[:, 3] <= 64).all()
+
+
+def test_checkpoint_sidecar_sets_classes_and_input_size(tmp_path, images) -> None:
+    import json
+
+    from models.yolact_edge import build_model
+
+    weights = tmp_path / "demo.pth"
+    model = build_model("yolact_edge_vid_mobilenetv2", ("a", "b"))
+    torch.save(model.state_dict(), weights)
+    meta = {"variant": "yolact_edge_vid_mobilenetv2", "class_names": ["a", "b"], "input_size": 128}
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    net = YolactEdgeDetector(input="prep", weights=str(weights))
+    net.name = "net"
+    net.open()
+    assert net.size == 128 and net.model.config.class_names == ("a", "b")
+    small, large = YolactPreprocess(size=128), YolactPreprocess()
+    small.name = large.name = "prep"
+    raw = net.process(small.process(frame(images[0], 0))).results["net"]
+    assert raw.conf.shape[-1] == 3 and raw.input_size == 128
+    with pytest.raises(ConfigError, match="size: 128"):
+        net.process(large.process(frame(images[1], 1)))

@@ -81,3 +81,16 @@ def test_synthetic_size_in_source_string() -> None:
         "width": 640,
         "height": 360,
     }
+
+
+def test_scene_source_renders_the_synthetic_world() -> None:
+    from stages.sources.scene import SceneSource
+    from synthetic.generator import generate
+
+    source = SceneSource(seed=5, frames=3, width=96, height=64, truth=True)
+    frames = list(source.frames())
+    expected = list(generate(5, 3, 96, 64))
+    assert [f.index for f in frames] == [0, 1, 2] and source.expected_frames() == 3
+    for frame, truth in zip(frames, expected, strict=True):
+        assert np.array_equal(frame.image, truth.image)
+        assert frame.results["truth"].segments == truth.segments
