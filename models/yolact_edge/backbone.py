@@ -9,6 +9,21 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
+def _selected_outputs(
+    layers: nn.ModuleList, x: Tensor, selected: tuple[int, ...], partial: bool
+) -> list[Tensor]:
+    """Runs ``layers`` in order up to the last selected one, collecting the selected outputs
+    (only the first when ``partial``); later layers never run."""
+    outs = []
+    for index, layer in enumerate(layers[: selected[-1] + 1]):
+        x = layer(x)
+        if index in selected:
+            outs.append(x)
+            if partial:
+                break
+    return outs
+
+
 class Bottleneck(nn.Module):
     """torchvision-style ResNet bottleneck: stride on the 3x3 conv, BN after every conv.
 
@@ -74,14 +89,7 @@ class ResNetBackbone(nn.Module):
             partial: stop after C3 (stem, layer 1 and layer 2 only).
         """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outs = []
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index in self.selected:
-                outs.append(x)
-                if partial:
-                    break
-        return outs
+        return _selected_outputs(self.layers, x, self.selected, partial)
 
 
 def _conv_bn_relu6(inp: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1):
@@ -142,14 +150,7 @@ class MobileNetV2Backbone(nn.Module):
 
     def forward(self, x: Tensor, partial: bool = False) -> list[Tensor]:
         """Feature maps ``[C3, C4, C5]`` (32 / 64 / 160 channels), or ``[C3]`` if partial."""
-        outs = []
-        for index, layer in enumerate(self.layers[: self.selected[-1] + 1]):
-            x = layer(x)
-            if index in self.selected:
-                outs.append(x)
-                if partial:
-                    break
-        return outs
+        return _selected_outputs(self.layers, x, self.selected, partial)
 
 
 def build_backbone(name: str) -> ResNetBackbone | MobileNetV2Backbone:
