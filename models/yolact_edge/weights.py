@@ -87,7 +87,15 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Ten
         state_dict, name = weights, "state_dict"
     else:
         name = os.fspath(weights)
-        state_dict = torch.load(name, map_location="cpu", weights_only=True)
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"weights file not found: {name}")
+        try:
+            state_dict = torch.load(name, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises pickle, zip and runtime errors alike
+            first = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise ValueError(f"{name} is not a PyTorch checkpoint ({first[:120]})") from None
         if is_compact(state_dict):
             state_dict = expand(state_dict)
         if not isinstance(state_dict, Mapping):

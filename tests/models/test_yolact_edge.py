@@ -287,3 +287,14 @@ def test_demo_weights_find_people_in_a_held_out_scene() -> None:
             if c == PERSON
         ]
         assert ious and max(ious) > 0.5
+
+
+def test_missing_or_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
+    model = build_model("yolact_edge_mobilenetv2")
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_weights(model, tmp_path / "missing.pth")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint") as error:
+        load_weights(model, text)
+    assert "\n" not in str(error.value)
