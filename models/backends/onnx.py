@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -50,9 +51,27 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, spec: GraphSpec) -> N
             module.training = training
 
 
+def _code_digest(model: nn.Module) -> str:
+    """sha256 of the Python sources of the package that defines ``model``'s class.
+
+    The export is a function of the code as much as of the weights: a fixed bug in a model's
+    forward must not be served from an old export with the same weights.
+    """
+    module = sys.modules.get(type(model).__module__)
+    source = getattr(module, "__file__", None)
+    digest = hashlib.sha256()
+    if source:
+        for path in sorted(Path(source).parent.glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def model_digest(model: nn.Module, spec: GraphSpec) -> str:
-    """sha256 of the model's class, weights and buffers, the graph spec and torch's version."""
+    """sha256 of the model's class and code, weights and buffers, the graph spec and torch's
+    version: everything an export depends on."""
     digest = hashlib.sha256(f"{type(model).__qualname__}:{torch.__version__}".encode())
+    digest.update(_code_digest(model).encode())
     digest.update(spec.describe().encode())
     for key, tensor in model.state_dict().items():
         digest.update(key.encode())

@@ -207,3 +207,26 @@ def test_export_restores_each_submodules_mode(tmp_path: Path) -> None:
     wrapper = torch.nn.Sequential(model)  # a fresh wrapper is in training mode
     cached_onnx(wrapper, retinaface.graph_spec(), "retinaface", tmp_path)
     assert wrapper.training and not any(m.training for m in model.modules())
+
+
+def test_export_cache_key_follows_the_model_code(tmp_path: Path, monkeypatch) -> None:
+    import importlib
+    import sys as system
+
+    package = tmp_path / "tiny_family"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "net.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 4, 1)\n"
+        "    def forward(self, x):\n        return (self.conv(x),)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = importlib.import_module("tiny_family.net").Net()
+    spec = GraphSpec(inputs=("x",), outputs=("y",), example=((1, 3, 8, 8),))
+    before = model_digest(net, spec)
+    (package / "net.py").write_text((package / "net.py").read_text() + "# a fix in forward\n")
+    assert model_digest(net, spec) != before  # same weights, new code: a new export
+    system.modules.pop("tiny_family.net", None)
+    system.modules.pop("tiny_family", None)
