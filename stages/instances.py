@@ -276,9 +276,7 @@ class YolactPostprocess(Stage):
             max_detections=self.max_detections,
         )  # fmt: skip
         keep = found.scores >= self.score_threshold
-        found = yolact_edge.Instances(
-            found.boxes[keep], found.scores[keep], found.classes[keep], found.coeffs[keep]
-        )
+        found = found.select(keep)
         height, width = raw.frame_size
         boxes = yolact_edge.boxes_in_pixels(found.boxes, height, width).cpu().numpy()
         scores, classes = found.scores.cpu().numpy(), found.classes.cpu().numpy()

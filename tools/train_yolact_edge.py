@@ -182,9 +182,7 @@ def evaluate(model, sequences, size: int, interval: int, score_threshold: float 
                 loc, conf, coeffs, proto = model.non_keyframe(x, state)
             (found,) = yolact_edge.detect(loc, conf, coeffs, prior)
             keep = found.scores >= score_threshold
-            found = yolact_edge.Instances(
-                found.boxes[keep], found.scores[keep], found.classes[keep], found.coeffs[keep]
-            )
+            found = found.select(keep)
             height, width = frame.panoptic.shape
             masks = yolact_edge.masks(proto[0], found, height, width).numpy()
             predictions.append(

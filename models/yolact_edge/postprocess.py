@@ -38,6 +38,10 @@ class Instances:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def select(self, keep: Tensor) -> Instances:
+        """The detections where ``keep`` (bool [K] or indices) says so."""
+        return Instances(self.boxes[keep], self.scores[keep], self.classes[keep], self.coeffs[keep])
+
 
 def decode(loc: Tensor, priors: Tensor) -> Tensor:
     """Box offsets float [P, 4] + priors [P, 4] (cx, cy, w, h) -> relative xyxy [P, 4]."""
