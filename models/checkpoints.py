@@ -1,4 +1,5 @@
-"""Compact storage for the demo weights we train and commit.
+"""Checkpoint helpers shared by the model families: what a state_dict lacks or has too much
+of, and compact storage for the demo weights we train and commit.
 
 A trained state_dict in float32 is too big to commit (YolactEdge MobileNetV2 with its video
 modules: 13 M parameters, 52 MB). The compact form keeps every key, shape and the state_dict's
@@ -17,6 +18,25 @@ import torch
 from torch import Tensor
 
 FORMAT = "framegraph-compact-v1"
+
+
+def mismatches(
+    expected: Mapping[str, Tensor], state_dict: Mapping[str, Tensor]
+) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """Why ``state_dict`` would not load strictly into a model whose state_dict is ``expected``.
+
+    Returns:
+        ``(missing keys, unexpected keys, [(key, checkpoint shape, model shape)])``, each in
+        the model's (or the checkpoint's) key order; all empty when it fits.
+    """
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        (k, tuple(state_dict[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    return missing, unexpected, shapes
 
 
 def compact(state_dict: Mapping[str, Tensor]) -> dict:

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from models.cache import atomic_write, resolve_cache_dir
+from models.checkpoints import mismatches
 
 from .net import RetinaFace, build_model
 
@@ -113,13 +114,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -
     sd = _state_dict_from_checkpoint(state_dict)
     expected = model.state_dict()
     _fill_num_batches_tracked(sd, expected)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
+    missing, unexpected, mis_shaped = mismatches(expected, sd)
+    shapes = [f"{k}: checkpoint {got} vs model {want}" for k, got, want in mis_shaped]
     if missing or unexpected or shapes:
         variant = getattr(model, "variant", type(model).__name__)
         parts = [f"checkpoint does not fit RetinaFace {variant!r}"]

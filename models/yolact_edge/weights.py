@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from models.checkpoints import expand, is_compact
+from models.checkpoints import expand, is_compact, mismatches
 
 
 def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -47,14 +47,8 @@ def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], name: str) -> None:
     """Raises ValueError naming the first missing, unexpected and mis-shaped keys, if any."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
+    missing, unexpected, mis_shaped = mismatches(model.state_dict(), state_dict)
+    shapes = [f"{k} {got} vs {want}" for k, got, want in mis_shaped]
     problems = [
         f"{label} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
