@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """YolactEdge on CPU: what temporal feature reuse saves, measured side by side.
 
-For each backbone at 550x550 (random weights are fine for timing; the post-processing gets
+For each backbone at 550x550 in torch eager with the channels_last layout, as the
+``yolact_edge`` stage runs it by default (``--contiguous`` for NCHW; random weights are fine for
+timing; the post-processing gets
 peaky synthetic head outputs so it handles the maximum of 100 detections, with masks at
 640x480):
 
@@ -16,7 +18,7 @@ peaky synthetic head outputs so it handles the maximum of 100 detections, with m
 The official figure to compare with: R-101 gains 1.44x from warping on an RTX 2080 Ti
 (42.6 -> 61.2 FPS, README of haotian-liu/yolact_edge).
 
-    python bench/yolact_edge.py [--frames 15] [--rounds 3] [--backbones resnet101 ...]
+    python bench/yolact_edge.py [--frames 15] [--rounds 3] [--contiguous] [--backbones ...]
 """
 
 from __future__ import annotations
@@ -69,13 +71,15 @@ def postprocess(raw: tuple, height: int, width: int, detections: int = 100) -> N
     yolact_edge.boxes_in_pixels(found.boxes, height, width)
 
 
-def throughput(model, frames: list[np.ndarray], interval: int) -> float:
+def throughput(
+    model, frames: list[np.ndarray], interval: int, layout: torch.memory_format
+) -> float:
     """Frames per second, network + post-processing, keyframe every ``interval`` frames."""
     height, width = frames[0].shape[:2]
     start = time.perf_counter()
     state = None
     for index, image in enumerate(frames):
-        x = yolact_edge.to_input(image)
+        x = yolact_edge.to_input(image).contiguous(memory_format=layout)
         if index % interval == 0:
             raw, state = model.keyframe(x)
         else:
@@ -90,12 +94,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contiguous", action="store_true", help="NCHW instead of NHWC")
     parser.add_argument("--backbones", nargs="+", default=list(VARIANT), choices=list(VARIANT))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frames = clip_frames(args.frames)
+    layout = torch.contiguous_format if args.contiguous else torch.channels_last
     print(f"torch {torch.__version__}, {args.threads} threads, {len(frames)} frames of "
-          f"{frames[0].shape[1]}x{frames[0].shape[0]}, input 550x550")  # fmt: skip
+          f"{frames[0].shape[1]}x{frames[0].shape[0]}, input 550x550, "
+          f"{'NCHW' if args.contiguous else 'channels_last'}")  # fmt: skip
     head = peaky_head_outputs(len(yolact_edge.priors()), 41)
     raw = (head["loc"], head["conf"], head["mask"], torch.relu(torch.randn(1, 138, 138, 32)))
     post_s = median_s(lambda: postprocess(raw, 480, 640))
@@ -107,12 +114,12 @@ def main() -> None:
     print(header)
     for backbone in args.backbones:
         torch.manual_seed(0)
-        model = yolact_edge.build_model(VARIANT[backbone]).eval()
-        x = yolact_edge.to_input(frames[0])
+        model = yolact_edge.build_model(VARIANT[backbone]).eval().to(memory_format=layout)
+        x = yolact_edge.to_input(frames[0]).contiguous(memory_format=layout)
         _, state = model.keyframe(x)
         key_s = median_s(lambda m=model, x=x: m.keyframe(x))
         non_key_s = median_s(lambda m=model, x=x, s=state: m.non_keyframe(x, s))
-        runs = [(throughput(model, frames, 1), throughput(model, frames, 5))
+        runs = [(throughput(model, frames, 1, layout), throughput(model, frames, 5, layout))
                 for _ in range(args.rounds)]  # fmt: skip
         every = float(np.median([r[0] for r in runs]))
         fifth = float(np.median([r[1] for r in runs]))

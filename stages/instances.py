@@ -102,6 +102,8 @@ class YolactEdgeDetector(Stage):
         device: ``cpu`` or ``cuda``.
         backend: ``torch``, ``onnxruntime`` or ``auto`` (the faster of the two, measured).
         threads: onnxruntime intra-op threads.
+        channels_last: torch backend: NHWC memory format, whose convolutions run 5-25%
+            faster on this model on a CPU (bench/yolact_edge.py) as well as on GPUs.
         keyframe_interval: a keyframe at least every this many frames (1 = every frame).
         adaptive: also start a keyframe after a frame whose motion exceeds the threshold.
         motion_threshold: mean flow magnitude, in input pixels, that triggers a keyframe.
@@ -121,6 +123,7 @@ class YolactEdgeDetector(Stage):
         device: str = "cpu",
         backend: Literal["torch", "onnxruntime", "auto"] = "torch",
         threads: int | None = None,
+        channels_last: bool = True,
         keyframe_interval: int = 5,
         adaptive: bool = False,
         motion_threshold: float = 8.0,
@@ -137,6 +140,7 @@ class YolactEdgeDetector(Stage):
         self.size = size
         self.device = torch.device(device)
         self.backend_kind, self.threads = backend, threads
+        self.channels_last = channels_last
         self.interval, self.adaptive = keyframe_interval, adaptive
         self.motion_threshold, self.scene_cut = motion_threshold, scene_cut
         self.states: dict[str, _SourceState] = {}
@@ -179,12 +183,20 @@ class YolactEdgeDetector(Stage):
                     self.device,
                     "fp32",
                     self.threads,
+                    self.channels_last,
                 )
                 log.info("yolact_edge: %s (median ms: %s)", backend.name,
                          {k: round(v * 1e3, 1) for k, v in timings.items()})  # fmt: skip
                 return backend
             return create_backend(
-                self.backend_kind, graph, spec, "yolact_edge", self.device, "fp32", self.threads
+                self.backend_kind,
+                graph,
+                spec,
+                "yolact_edge",
+                self.device,
+                "fp32",
+                self.threads,
+                channels_last=self.channels_last,
             )
         except BackendError as error:
             raise ModelError(f"yolact_edge: {error}") from None

@@ -65,10 +65,12 @@ def create_fastest_backend(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     threads: int | None = None,
+    channels_last: bool = False,
 ) -> tuple[Backend, dict[str, float]]:
     """Builds each of ``kinds`` that can run here and keeps the fastest on the spec's example.
 
-    Kinds that are unavailable (or do not support ``precision``) are left out.
+    Kinds that are unavailable (or do not support ``precision``) are left out. The other
+    arguments are as for :func:`create_backend`.
 
     Returns:
         The chosen backend and the median seconds per call of every candidate.
@@ -79,7 +81,9 @@ def create_fastest_backend(
     candidates, reasons = [], []
     for kind in kinds:
         try:
-            candidates.append(create_backend(kind, model, spec, family, device, precision, threads))
+            candidates.append(
+                create_backend(kind, model, spec, family, device, precision, threads, channels_last)
+            )
         except BackendError as error:  # includes BackendUnavailable
             reasons.append(f"{kind}: {error}")
     if not candidates:

@@ -71,6 +71,27 @@ def test_adaptive_keyframes_follow_motion(images: list[np.ndarray]) -> None:
     assert keyframes(prep, net, frames) == [True, False, True, False, True]
 
 
+def test_channels_last_layout_gives_the_contiguous_outputs(images: list[np.ndarray]) -> None:
+    outputs = {}
+    for channels_last in (True, False):
+        torch.manual_seed(3)
+        prep, net = make(keyframe_interval=2, scene_cut=100.0, channels_last=channels_last)
+        conv = next(p for p in net.model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        raws = [
+            net.process(prep.process(frame(im, i))).results["net"]
+            for i, im in enumerate(images[:3])
+        ]
+        outputs[channels_last] = raws
+    for nhwc, nchw in zip(outputs[True], outputs[False], strict=True):
+        assert nhwc.keyframe == nchw.keyframe
+        for name in ("loc", "conf", "coeffs", "proto"):
+            expected = getattr(nchw, name)
+            assert torch.allclose(
+                getattr(nhwc, name), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
+            )
+
+
 def test_image_variant_runs_every_frame_in_full(images: list[np.ndarray]) -> None:
     prep, net = make(variant="yolact_edge_mobilenetv2", keyframe_interval=5)
     assert keyframes(prep, net, [frame(im, i) for i, im in enumerate(images[:3])]) == [True] * 3
