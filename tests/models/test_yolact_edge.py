@@ -321,6 +321,33 @@ def test_demo_weights_find_people_in_a_held_out_scene() -> None:
         assert ious and max(ious) > 0.5
 
 
+def test_demo_weights_graphs_match_torch_on_onnxruntime_to_1e4() -> None:
+    # Trained weights on real (synthetic) frames: every output within 1e-4 absolute.
+    from models.backends import create_backend
+    from models.yolact_edge import weights_meta
+    from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
+    from synthetic.generator import generate
+
+    meta = weights_meta(DEMO)
+    model = load_weights(build_model(meta["variant"], tuple(meta["class_names"])), DEMO).eval()
+    key_spec, non_key_spec = graph_specs(320, video=True)
+    a, _, b = (to_input(f.image, 320) for f in generate(9001, 3, 320, 320))
+    runs = {}
+    for kind in ("torch", "onnxruntime"):
+        key = create_backend(kind, KeyframeGraph(model), key_spec, "yolact_edge", threads=2)
+        non_key = create_backend(
+            kind, NonKeyframeGraph(model), non_key_spec, "yolact_edge", threads=2
+        )
+        key_outputs = key(a)
+        runs[kind] = (key_outputs, non_key(b, *key_outputs[4:]))
+    for spec, expected, got in zip(
+        (key_spec, non_key_spec), runs["torch"], runs["onnxruntime"], strict=True
+    ):
+        for name, theirs, ours in zip(spec.outputs, expected, got, strict=True):
+            assert theirs.shape == ours.shape
+            assert float((theirs - ours).abs().max()) < 1e-4, name
+
+
 def test_missing_or_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
     model = build_model("yolact_edge_mobilenetv2")
     with pytest.raises(FileNotFoundError, match="weights file not found"):
