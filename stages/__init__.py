@@ -3,4 +3,4 @@
 Importing this package registers every stage kind with ``pipeline.config``.
 """
 
-from stages import faces, instances, motion, render, sinks, sources  # noqa: F401  (registers kinds)
+from stages import faces, instances, motion, render, sinks, sources, translate  # noqa: F401

@@ -34,7 +34,13 @@ JOBS = {  # picture: (config, its video output, frame index)
     "default_job.jpg": ("configs/faces.yaml", "out/faces.mp4", 125),
     "motion_job.jpg": ("configs/motion.yaml", "out/motion.mp4", 120),
     "instances_job.jpg": ("configs/instances.yaml", "out/instances.mp4", 62),
+    "translate_people_job.jpg": ("configs/translate_people.yaml", "out/translate_people.mp4", 51),
 }
+TRANSLATION = ("translation.jpg", 60)  # picture, frame of the street clip
+TRANSLATIONS = (("input", None, 0), ("multistyle26, style 7", "multistyle26", 7),
+                ("style 19", "multistyle26", 19),
+                ("styles 3 + 12 mixed", "multistyle26", {3: 1, 12: 1}),
+                ("vintagify CycleGAN", "vintagify", 0))  # fmt: skip
 
 
 SYNTHETIC = ("synthetic_ground_truth.jpg", 11, (0, 45, 90))  # picture, seed, frames shown
@@ -85,6 +91,34 @@ def synthetic_picture() -> Path:
     return target
 
 
+def translation_picture() -> Path:
+    """docs/translation.jpg: one street frame through the packaged translation networks."""
+    from stages.translate import Translate
+
+    picture, index = TRANSLATION
+    with av.open(str(ROOT / "media" / "pedestrians.mp4")) as container:
+        for i, decoded in enumerate(container.decode(video=0)):
+            if i == index:
+                image = cv2.resize(decoded.to_ndarray(format="bgr24"), (384, 288),
+                                   interpolation=cv2.INTER_AREA)  # fmt: skip
+                break
+    panels = []
+    for title, network, style in TRANSLATIONS:
+        panel = image.copy()
+        if network is not None:
+            stage = Translate(network=network, style=style, consistency="off")
+            stage.open()
+            panel = stage.translate(image)
+        cv2.putText(panel, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 3,
+                    cv2.LINE_AA)  # fmt: skip
+        cv2.putText(panel, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
+                    cv2.LINE_AA)  # fmt: skip
+        panels.append(panel)
+    target = ROOT / "docs" / picture
+    cv2.imwrite(str(target), np.hstack(panels), [cv2.IMWRITE_JPEG_QUALITY, 82])
+    return target
+
+
 def main() -> None:
     for picture, (config, output, index) in JOBS.items():
         video = ROOT / output
@@ -100,6 +134,7 @@ def main() -> None:
                     break
         print(f"wrote {target.relative_to(ROOT)}")
     print(f"wrote {synthetic_picture().relative_to(ROOT)}")
+    print(f"wrote {translation_picture().relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,214 @@
+"""Video translation: restyle frames with an image-to-image network, without flicker.
+
+The ``translate`` stage runs any network of ``models.translation`` (multistyle26, vintagify,
+or the user's fast-style / CycleGAN / pix2pix checkpoint) on each frame, optionally at a
+smaller working size, then makes the result temporally consistent (flow-guided blending, or
+Lai et al.'s blind consistency network) and puts it on the whole frame or only inside / outside
+the masks of another branch (e.g. stylise only the people YolactEdge found).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from models import translation
+from models.translation.consistency import FlowBlend
+from pipeline.config import register
+from pipeline.errors import ConfigError, ModelError
+from pipeline.frame import Frame
+from pipeline.results import Detections
+from pipeline.stage import Stage
+
+log = logging.getLogger("framegraph")
+
+
+@dataclass
+class Translated:
+    """What ``translate`` did to a frame.
+
+    Attributes:
+        network: the network's name.
+        region: ``frame``, ``inside`` or ``outside``.
+        coverage: fraction of the frame's pixels replaced by the translation (0..1).
+        consistency: the temporal consistency method applied (``off`` on a source's first
+            frame after a gap, where there is nothing to be consistent with).
+    """
+
+    network: str
+    region: str
+    coverage: float
+    consistency: str
+
+    def to_json(self) -> dict:
+        return {"network": self.network, "region": self.region,
+                "coverage": round(self.coverage, 4), "consistency": self.consistency}  # fmt: skip
+
+
+@register("translate")
+class Translate(Stage):
+    """Replaces the frame image by its translation.
+
+    Args:
+        network: ``multistyle26``, ``vintagify``, ``transformer_net``, ``resnet_9blocks``,
+            ``resnet_6blocks``, ``unet_128`` or ``unet_256``.
+        weights: checkpoint of the official layout (needed for the last five).
+        style: multistyle26: a style index 0..25, or ``{index: weight}`` to mix styles.
+        norm: junyanz generators: ``instance`` or ``batch`` (default: upstream's, instance
+            for resnets as CycleGAN trains them, batch for U-Nets as pix2pix does).
+        dropout: junyanz generators trained with dropout (their key layout differs; default:
+            upstream's, off for resnets, on for U-Nets).
+        size: translate at this shorter side (then resize to the frame); None = frame size.
+        consistency: ``off``, ``flow`` (flow-guided blending) or ``blind`` (Lai et al. 2018,
+            needs ``consistency_weights``).
+        alpha: ``flow``: weight of the motion-compensated previous output (0..1).
+        flow_preset: ``flow``: DIS preset, ``ultrafast``, ``fast`` or ``medium``.
+        consistency_weights: ``blind``: the official ECCV18_blind_consistency.pth.
+        region: ``frame`` (all of it), ``inside`` or ``outside`` the masks of ``masks``.
+        masks: name of the stage whose Detections masks define the region.
+        classes: only masks of these class names (default: all).
+        feather: soft edge of the region, pixels.
+        device: ``cpu`` or ``cuda``.
+        threads: torch CPU threads (default: torch's).
+    """
+
+    consumes = ()  # Detections when the region comes from masks (set per instance)
+    produces = (Translated,)
+    stateful = True
+
+    def __init__(
+        self,
+        network: str = "multistyle26",
+        weights: str | None = None,
+        style: int | dict[int, float] = 7,
+        norm: Literal["instance", "batch"] | None = None,
+        dropout: bool | None = None,
+        size: int | None = None,
+        consistency: Literal["off", "flow", "blind"] = "flow",
+        alpha: float = 0.7,
+        flow_preset: Literal["ultrafast", "fast", "medium"] = "fast",
+        consistency_weights: str | None = None,
+        region: Literal["frame", "inside", "outside"] = "frame",
+        masks: str | None = None,
+        classes: list[str] | None = None,
+        feather: int = 3,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        if network not in translation.NETWORKS:
+            raise ConfigError(f"translate: network must be one of {list(translation.NETWORKS)}")
+        if region != "frame" and masks is None:
+            raise ConfigError(f"translate: region {region!r} needs masks (a stage name)")
+        if consistency == "blind" and consistency_weights is None:
+            raise ConfigError("translate: consistency blind needs consistency_weights")
+        if consistency == "flow" and not 0.0 <= alpha < 1.0:
+            raise ConfigError("translate: alpha must be in [0, 1)")
+        if (norm is not None or dropout is not None) and not network.startswith(("resnet", "unet")):
+            raise ConfigError(
+                f"translate: norm and dropout are junyanz generator options, not {network}'s"
+            )
+        if size is not None and size < 16:
+            raise ConfigError("translate: size must be at least 16")
+        self.network, self.weights, self.style = network, weights, style
+        self.generator_options = {"norm": norm, "use_dropout": dropout}
+        self.size, self.consistency = size, consistency
+        self.alpha, self.flow_preset = alpha, flow_preset
+        self.consistency_weights = consistency_weights
+        self.region, self.masks, self.classes = region, masks, classes
+        if region != "frame":
+            self.consumes = (Detections,)
+        self.feather = feather
+        self.device = torch.device(device)
+        self.threads = threads
+        self._consistency: dict[str, object] = {}
+
+    def open(self) -> None:
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError(
+                f"translate: device {self.device} asked for, but CUDA is not available"
+            )
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        options = {k: v for k, v in self.generator_options.items() if v is not None}
+        try:
+            self.translator = translation.load_translator(
+                self.network, self.weights, self.style, **options
+            ).to(self.device)
+            if self.consistency == "blind":
+                translation.load_blind_consistency(self.consistency_weights)  # fail early
+        except (OSError, ValueError) as error:
+            raise ModelError(f"translate: {str(error).splitlines()[0]}") from None
+
+    def on_gap(self, source_id: str, missing: int) -> None:
+        self._consistency.pop(source_id, None)
+
+    def _temporal(self, source_id: str):
+        state = self._consistency.get(source_id)
+        if state is None:
+            if self.consistency == "flow":
+                state = FlowBlend(self.alpha, preset=self.flow_preset)
+            else:
+                state = translation.BlindConsistency(
+                    translation.load_blind_consistency(self.consistency_weights).to(self.device)
+                )
+            self._consistency[source_id] = state
+        return state
+
+    @torch.inference_mode()
+    def translate(self, image: np.ndarray) -> np.ndarray:
+        """BGR uint8 [H, W, 3] -> its per-frame translation, BGR uint8 [H, W, 3]."""
+        height, width = image.shape[:2]
+        work = image
+        if self.size is not None and min(height, width) != self.size:
+            scale = self.size / min(height, width)
+            work = cv2.resize(image, (round(width * scale), round(height * scale)),
+                              interpolation=cv2.INTER_AREA)  # fmt: skip
+        rgb = torch.from_numpy(np.ascontiguousarray(work[..., ::-1])).to(self.device)
+        x = rgb.permute(2, 0, 1)[None].float() / 255
+        y = self.translator(x)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
+        out = np.ascontiguousarray(y[..., ::-1])
+        if out.shape[:2] != (height, width):
+            out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+        return out
+
+    def region_weight(self, frame: Frame) -> np.ndarray | None:
+        """float32 [H, W, 1]: how much of the translation each pixel takes (None: all)."""
+        if self.region == "frame":
+            return None
+        found = frame.results.get(self.masks)
+        height, width = frame.image.shape[:2]
+        inside = np.zeros((height, width), np.float32)
+        if isinstance(found, Detections) and found.masks is not None and len(found):
+            keep = [i for i in range(len(found))
+                    if self.classes is None or found.label(i) in self.classes]  # fmt: skip
+            if keep:
+                inside = found.masks[keep].any(axis=0).astype(np.float32)
+        elif not isinstance(found, Detections):
+            log.warning("translate: frame %s#%d has no %r masks", frame.source_id, frame.index,
+                        self.masks)  # fmt: skip
+        if self.feather > 0:
+            inside = cv2.GaussianBlur(inside, (0, 0), self.feather)
+        weight = inside if self.region == "inside" else 1.0 - inside
+        return weight[..., None]
+
+    def process(self, frame: Frame) -> Frame:
+        translated = self.translate(frame.image)
+        method = "off"
+        if self.consistency != "off":
+            state = self._temporal(frame.source_id)
+            method = self.consistency if state.previous_output is not None else "off"
+            translated = state(frame.image, translated)
+        weight = self.region_weight(frame)
+        if weight is None:
+            frame.image, coverage = translated, 1.0
+        else:
+            mixed = frame.image + weight * (translated.astype(np.float32) - frame.image)
+            frame.image = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+            coverage = float(weight.mean())
+        frame.results[self.name] = Translated(self.network, self.region, coverage, method)
+        return frame

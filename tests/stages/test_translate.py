@@ -1,0 +1,114 @@
+"""The translate stage: whole frame or masked region, temporal state per source, errors."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from skimage import data
+
+from pipeline.errors import ConfigError, ModelError
+from pipeline.frame import Frame
+from pipeline.results import Detections
+from stages.translate import Translate, Translated
+
+
+def frame(image: np.ndarray, index: int, source: str = "cam") -> Frame:
+    return Frame(image.copy(), index, Fraction(1, 30), index, source)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    photo = np.ascontiguousarray(data.coffee()[::4, ::4, ::-1])  # BGR 100x150
+    return [np.ascontiguousarray(photo[:96, 2 * t : 2 * t + 128]) for t in range(4)]
+
+
+def make(**kwargs) -> Translate:
+    stage = Translate(**kwargs)
+    stage.name = "style"
+    stage.open()
+    return stage
+
+
+def test_whole_frame_is_restyled_with_flow_consistency(photos: list[np.ndarray]) -> None:
+    stage = make(consistency="flow")
+    plain = make(consistency="off")
+    first, second = (stage.process(frame(p, i)) for i, p in enumerate(photos[:2]))
+    assert isinstance(first.results["style"], Translated)
+    assert first.results["style"].coverage == 1.0
+    assert first.results["style"].consistency == "off"  # nothing to be consistent with yet
+    assert second.results["style"].consistency == "flow"
+    assert first.image.shape == photos[0].shape
+    assert np.abs(first.image.astype(int) - photos[0]).mean() > 20  # really restyled
+    # Frame 0 is the plain per-frame translation; frame 1 carries some of frame 0.
+    assert np.array_equal(first.image, plain.process(frame(photos[0], 0)).image)
+    assert not np.array_equal(second.image, plain.process(frame(photos[1], 1)).image)
+
+
+def test_gap_and_new_source_start_fresh(photos: list[np.ndarray]) -> None:
+    stage = make()
+    stage.process(frame(photos[0], 0))
+    assert stage.process(frame(photos[1], 0, "other")).results["style"].consistency == "off"
+    assert stage.process(frame(photos[1], 1)).results["style"].consistency == "flow"
+    stage.on_gap("cam", 3)
+    assert stage.process(frame(photos[2], 5)).results["style"].consistency == "off"
+
+
+def test_only_inside_the_selected_masks(photos: list[np.ndarray]) -> None:
+    image = photos[0]
+    masks = np.zeros((2, *image.shape[:2]), bool)
+    masks[0, 20:60, 30:70] = True  # a person
+    masks[1, 60:90, 90:120] = True  # a car, not selected
+    found = Detections(
+        [[30, 20, 70, 60], [90, 60, 120, 90]], [0.9, 0.9], [0, 1],
+        masks=masks, class_names=("person", "car"),
+    )  # fmt: skip
+    for region in ("inside", "outside"):
+        stage = make(region=region, masks="det", classes=["person"], feather=0)
+        f = frame(image, 0)
+        f.results["det"] = found
+        out = stage.process(f).image
+        changed = np.abs(out.astype(int) - image).sum(axis=2) > 0
+        person, car = masks[0], masks[1]
+        if region == "inside":
+            assert changed[person].mean() > 0.9 and not changed[~person].any()
+            assert f.results["style"].coverage == pytest.approx(person.mean())
+        else:
+            assert not changed[person].any() and changed[car].mean() > 0.9
+
+
+def test_missing_masks_leave_the_frame_alone(photos: list[np.ndarray]) -> None:
+    stage = make(region="inside", masks="det", consistency="off")
+    out = stage.process(frame(photos[0], 0))
+    assert np.array_equal(out.image, photos[0]) and out.results["style"].coverage == 0.0
+
+
+def test_working_size_keeps_the_frame_size(photos: list[np.ndarray]) -> None:
+    out = make(size=48, consistency="off").process(frame(photos[0], 0))
+    assert out.image.shape == photos[0].shape
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigError, match="network"):
+        Translate(network="picasso")
+    with pytest.raises(ConfigError, match="needs masks"):
+        Translate(region="inside")
+    with pytest.raises(ConfigError, match="consistency_weights"):
+        Translate(consistency="blind")
+    with pytest.raises(ConfigError, match="junyanz"):
+        Translate(network="multistyle26", norm="batch")
+    with pytest.raises(ConfigError, match="alpha"):
+        Translate(alpha=1.5)
+
+
+def test_missing_weights_are_one_line_model_errors(tmp_path) -> None:
+    for kwargs in (
+        {"network": "resnet_9blocks"},
+        {"network": "resnet_9blocks", "weights": str(tmp_path / "missing.pth")},
+        {"network": "transformer_net", "weights": str(tmp_path / "missing.pth")},
+    ):
+        stage = Translate(**kwargs)
+        with pytest.raises(ModelError) as error:
+            stage.open()
+        assert "\n" not in str(error.value)
