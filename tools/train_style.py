@@ -45,7 +45,6 @@ from models.translation.losses import (  # noqa: E402
     PerceptualNet,
     content_loss,
     gram_matrix,
-    mobilenet_v2_weights_path,
     style_loss,
 )
 
@@ -177,17 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size < 16 or args.size % 4:
         parser.error("--size must be a multiple of 4, at least 16")
-    try:
-        mobilenet_v2_weights_path()
-    except RuntimeError as error:
-        raise SystemExit(f"error: {error}") from None
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
 
     images = content_images(2 * args.size)
-    loss_net = PerceptualNet()
+    try:
+        loss_net = PerceptualNet()
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: perceptual loss: {error}") from None
     style, style_name = style_image(args.style, args.style_size or args.size)
     with torch.no_grad():
         style_grams = [gram_matrix(f) for f in loss_net(style)]

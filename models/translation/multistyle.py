@@ -187,18 +187,13 @@ def load_multistyle(path: str | Path | None = None) -> MultiStyleNet:
         FileNotFoundError: no such file, or the package is missing.
         ValueError: the file is not an ONNX model or its initialisers do not fit.
     """
-    from models.checkpoints import mismatches
+    from models.checkpoints import mismatch_summary
 
     state = onnx_state_dict(path or packaged_onnx())
     styles = state["contract.0.norm.gamma"].shape[0] if "contract.0.norm.gamma" in state else 0
     model = MultiStyleNet(styles or NUM_STYLES)
-    missing, unexpected, shapes = mismatches(model.state_dict(), state)
-    if missing or unexpected or shapes:
-        first = [*(f"missing {k}" for k in missing[:2]),
-                 *(f"unexpected {k}" for k in unexpected[:2]),
-                 *(f"{k} is {a} not {b}" for k, a, b in shapes[:2])]  # fmt: skip
-        raise ValueError(
-            f"{path or 'multistyle26.onnx'} does not fit MultiStyleNet: {', '.join(first)}"
-        )
+    problems = mismatch_summary(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"{path or 'multistyle26.onnx'} does not fit MultiStyleNet: {problems}")
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from models.checkpoints import mismatches
+from models.checkpoints import mismatch_summary, mismatches, read_checkpoint
 
 from .generators import ResnetGenerator
 
@@ -88,10 +88,6 @@ def remap(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tenso
     return out
 
 
-def _first(keys: list[str], limit: int = 3) -> str:
-    return f"({len(keys)}): {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''}"
-
-
 def _dropout_hint(missing: list[str], unexpected: list[str]) -> str:
     # Without dropout a ResnetBlock's second conv is conv_block.5; with it, conv_block.6.
     def has(keys: list[str], index: int) -> bool:
@@ -117,17 +113,11 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], name: str) 
             f"{type(state_dict[bad[0]]).__name__}, not a tensor"
         )
     state_dict = remap(state_dict, model)
-    missing, unexpected, mis_shaped = mismatches(model.state_dict(), state_dict)
-    shapes = [f"{k} {got} vs {want}" for k, got, want in mis_shaped]
-    problems = [
-        f"{label} {_first(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
+    problems = mismatch_summary(model.state_dict(), state_dict)
     if problems:
+        missing, unexpected, _ = mismatches(model.state_dict(), state_dict)
         raise ValueError(
-            f"{name} does not fit {type(model).__name__}: "
-            + "; ".join(problems)
+            f"{name} does not fit {type(model).__name__}: {problems}"
             + _dropout_hint(missing, unexpected)
         )
     model.load_state_dict(state_dict, strict=True)
@@ -136,14 +126,7 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], name: str) 
 
 def _read(path: str | os.PathLike) -> tuple[Mapping[str, Tensor], str]:
     name = os.fspath(path)
-    if not Path(name).is_file():
-        raise FileNotFoundError(f"weights file not found: {name}")
-    try:
-        obj = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        text = str(error).strip()
-        first = text.splitlines()[0] if text else type(error).__name__
-        raise ValueError(f"{name} is not a PyTorch checkpoint ({first[:120]})") from None
+    obj = read_checkpoint(name)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{name} is not a state_dict (it holds a {type(obj).__name__})")
     return obj, name

@@ -22,10 +22,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from models.checkpoints import expand, is_compact, mismatches
+from models.checkpoints import expand, is_compact, mismatch_summary, read_checkpoint
 
 
 def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -47,15 +46,9 @@ def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], name: str) -> None:
     """Raises ValueError naming the first missing, unexpected and mis-shaped keys, if any."""
-    missing, unexpected, mis_shaped = mismatches(model.state_dict(), state_dict)
-    shapes = [f"{k} {got} vs {want}" for k, got, want in mis_shaped]
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
+    problems = mismatch_summary(model.state_dict(), state_dict)
     if problems:
-        raise ValueError(f"{name} does not fit {model.config.name}: " + "; ".join(problems))  # type: ignore[attr-defined]
+        raise ValueError(f"{name} does not fit {model.config.name}: {problems}")  # type: ignore[attr-defined]
 
 
 def weights_meta(path: str | os.PathLike) -> dict:
@@ -81,15 +74,7 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Ten
         state_dict, name = weights, "state_dict"
     else:
         name = os.fspath(weights)
-        if not Path(name).is_file():
-            raise FileNotFoundError(f"weights file not found: {name}")
-        try:
-            state_dict = torch.load(name, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises pickle, zip and runtime errors alike
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise ValueError(f"{name} is not a PyTorch checkpoint ({first[:120]})") from None
+        state_dict = read_checkpoint(name)
         if is_compact(state_dict):
             state_dict = expand(state_dict)
         if not isinstance(state_dict, Mapping):
