@@ -139,8 +139,11 @@ class Translate(Stage):
             self.translator = translation.load_translator(
                 self.network, self.weights, self.style, **options
             ).to(self.device)
-            if self.consistency == "blind":
-                translation.load_blind_consistency(self.consistency_weights)  # fail early
+            self.blind_net = (
+                translation.load_blind_consistency(self.consistency_weights).to(self.device)
+                if self.consistency == "blind"
+                else None
+            )
         except (OSError, ValueError) as error:
             raise ModelError(f"translate: {str(error).splitlines()[0]}") from None
 
@@ -153,9 +156,7 @@ class Translate(Stage):
             if self.consistency == "flow":
                 state = FlowBlend(self.alpha, preset=self.flow_preset)
             else:
-                state = translation.BlindConsistency(
-                    translation.load_blind_consistency(self.consistency_weights).to(self.device)
-                )
+                state = translation.BlindConsistency(self.blind_net)  # the net keeps no state
             self._consistency[source_id] = state
         return state
 

@@ -46,6 +46,25 @@ def test_whole_frame_is_restyled_with_flow_consistency(photos: list[np.ndarray])
     assert not np.array_equal(second.image, plain.process(frame(photos[1], 1)).image)
 
 
+def test_blind_consistency_runs_from_an_official_format_checkpoint(
+    photos: list[np.ndarray], tmp_path
+) -> None:
+    import torch
+
+    from models.translation.blind_consistency import BlindConsistencyNet
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "ECCV18_blind_consistency.pth"
+    torch.save({"model": BlindConsistencyNet().state_dict()}, checkpoint)
+    stage = make(consistency="blind", consistency_weights=str(checkpoint))
+    plain = make(consistency="off")
+    outputs = [stage.process(frame(p, i)) for i, p in enumerate(photos[:3])]
+    assert [o.results["style"].consistency for o in outputs] == ["off", "blind", "blind"]
+    assert np.array_equal(outputs[0].image, plain.process(frame(photos[0], 0)).image)
+    assert not np.array_equal(outputs[1].image, plain.process(frame(photos[1], 1)).image)
+    assert outputs[2].image.shape == photos[2].shape
+
+
 def test_gap_and_new_source_start_fresh(photos: list[np.ndarray]) -> None:
     stage = make()
     stage.process(frame(photos[0], 0))
