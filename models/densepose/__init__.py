@@ -1,0 +1,36 @@
+"""DensePose R-CNN (chart-based IUV): detectron2's DensePose in pure PyTorch.
+
+Runs on CPU and GPU, with detectron2's parameter names so the model-zoo ``model_final_*.pkl``
+files load with strict matching (``weights``); the RPN, box head and DensePose head follow
+detectron2's test-time computation (anchors, decoding, level assignment, NMS). Facts:
+../shared/reference/models-per-frame.md part 2.
+"""
+
+from .config import MAX_SIZE, MIN_SIZE, PIXEL_MEAN_BGR, VARIANTS, DensePoseConfig
+from .net import DensePoseInstances, DensePoseRCNN, build_model
+from .postprocess import box_size, chart_result, chart_results, quantize
+from .preprocess import resized_size, to_input
+from .rpn import apply_deltas, cell_anchors, grid_anchors
+from .weights import load_weights, read_model_zoo_pkl
+
+__all__ = [
+    "MAX_SIZE",
+    "MIN_SIZE",
+    "PIXEL_MEAN_BGR",
+    "VARIANTS",
+    "DensePoseConfig",
+    "DensePoseInstances",
+    "DensePoseRCNN",
+    "apply_deltas",
+    "box_size",
+    "build_model",
+    "cell_anchors",
+    "chart_result",
+    "chart_results",
+    "grid_anchors",
+    "load_weights",
+    "quantize",
+    "read_model_zoo_pkl",
+    "resized_size",
+    "to_input",
+]
