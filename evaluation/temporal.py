@@ -49,6 +49,7 @@ def backward_flow(
     frame: np.ndarray,
     previous: np.ndarray,
     preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    scale: float = 1.0,
 ) -> np.ndarray:
     """Dense optical flow from ``frame`` to ``previous`` with OpenCV's DIS, on grayscale.
 
@@ -58,6 +59,9 @@ def backward_flow(
         frame: Frame ``t``: BGR ``[H, W, 3]`` or gray ``[H, W]``, uint8 or float in ``[0, 1]``.
         previous: Frame ``t-1``, same height and width.
         preset: A ``cv2.DISOPTICAL_FLOW_PRESET_*`` constant (speed / accuracy trade-off).
+        scale: Compute the flow on images resized by this factor (``(0, 1]``), then resize
+            it back and rescale its vectors: several times cheaper on large frames, for
+            consumers that need the motion rather than per-pixel detail.
 
     Returns:
         float32 ``[H, W, 2]`` ``(dx, dy)`` such that ``frame(p) ≈ previous(p + flow(p))``.
@@ -70,9 +74,21 @@ def backward_flow(
     previous_gray = _to_gray_uint8(previous)
     if current_gray.shape != previous_gray.shape:
         raise ValueError(f"frame {current_gray.shape} vs previous {previous_gray.shape}")
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    h, w = current_gray.shape
+    small = (max(8, round(w * scale)), max(8, round(h * scale)))
+    if scale < 1.0:
+        current_gray = cv2.resize(current_gray, small, interpolation=cv2.INTER_AREA)
+        previous_gray = cv2.resize(previous_gray, small, interpolation=cv2.INTER_AREA)
     dis = cv2.DISOpticalFlow_create(preset)
     # DIS.calc(I0, I1) returns the flow with I0(p) ≈ I1(p + flow(p)).
-    return dis.calc(current_gray, previous_gray, None).astype(np.float32, copy=False)
+    flow = dis.calc(current_gray, previous_gray, None).astype(np.float32, copy=False)
+    if scale < 1.0:
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= w / small[0]
+        flow[..., 1] *= h / small[1]
+    return flow
 
 
 def _check_flow(flow: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:

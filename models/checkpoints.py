@@ -14,6 +14,7 @@ always measured after this round trip.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +60,18 @@ def read_checkpoint(path: str | os.PathLike) -> object:
         text = str(error).strip()
         first = text.splitlines()[0] if text else type(error).__name__
         raise ValueError(f"{name} is not a PyTorch checkpoint ({first[:120]})") from None
+
+
+def weights_meta(path: str | os.PathLike) -> dict:
+    """What a checkpoint says about itself: the JSON sidecar next to it (``<name>.json``, written
+    by our trainers: variant, class names, input size, command, accuracy), or ``{}``.
+
+    Official checkpoints have none; their settings are the variant's.
+    """
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    return json.loads(sidecar.read_text())
 
 
 def imagenet_mobilenet_v2() -> dict[str, Tensor]:

@@ -100,18 +100,26 @@ class DensePoseResult:
         boxes: float32 [N, 4], xyxy pixels.
         parts: list of N uint8 [h_i, w_i] part indices 0..24 (0 = background).
         uv: list of N float32 [2, h_i, w_i], U and V in [0, 1].
+        scores: float32 [N] detection scores, or None; lists are best first.
     """
 
     boxes: np.ndarray
     parts: list[np.ndarray]
     uv: list[np.ndarray]
+    scores: np.ndarray | None = None
 
     def to_iuv_image(self, height: int, width: int) -> np.ndarray:
-        """Paste every person into one uint8 [H, W, 3] IUV image (I, U*255, V*255)."""
+        """Paste every person into one uint8 [H, W, 3] IUV image (I, U*255, V*255).
+
+        Where people overlap, the earlier one in the lists (the higher-scoring one) wins, and
+        only a person's own pixels (I > 0) are written, so a box's background never hides
+        somebody else.
+        """
         import cv2
 
         iuv = np.zeros((height, width, 3), np.uint8)
-        for box, part, uv in zip(self.boxes, self.parts, self.uv, strict=True):
+        order = list(zip(self.boxes, self.parts, self.uv, strict=True))
+        for box, part, uv in reversed(order):  # best last: it is painted over the others
             x0, y0, x1, y1 = np.round(box).astype(int)
             x0, y0 = max(x0, 0), max(y0, 0)
             x1, y1 = min(x1, width), min(y1, height)
@@ -127,7 +135,22 @@ class DensePoseResult:
         return iuv
 
     def to_json(self) -> dict[str, Any]:
-        return {"boxes": np.round(self.boxes.astype(float), 2).tolist(), "count": len(self.boxes)}
+        """Boxes, scores and each person's quantised IUV over its box (detectron2's
+        (I, U*255, V*255) uint8 layout) as a base64 PNG."""
+        import base64
+
+        import cv2
+
+        pngs = []
+        for part, uv in zip(self.parts, self.uv, strict=True):
+            iuv = np.dstack([part, np.clip(np.rint(np.moveaxis(uv, 0, -1) * 255), 0, 255)])
+            ok, data = cv2.imencode(".png", iuv.astype(np.uint8))
+            pngs.append(base64.b64encode(data.tobytes()).decode("ascii") if ok else None)
+        out: dict[str, Any] = {"boxes": np.round(self.boxes.astype(float), 2).tolist()}
+        if self.scores is not None:
+            out["scores"] = np.round(self.scores.astype(float), 4).tolist()
+        out["iuv_png"] = pngs
+        return out
 
 
 @dataclass

@@ -3,4 +3,13 @@
 Importing this package registers every stage kind with ``pipeline.config``.
 """
 
-from stages import faces, instances, motion, render, sinks, sources, translate  # noqa: F401
+from stages import (  # noqa: F401  (registers kinds)
+    densepose,
+    faces,
+    instances,
+    motion,
+    render,
+    sinks,
+    sources,
+    translate,
+)

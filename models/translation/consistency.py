@@ -60,19 +60,7 @@ class FlowBlend:
 
     def flow(self, frame: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """Backward flow float32 [H, W, 2] of BGR uint8 frames [H, W, 3], at ``flow_scale``."""
-        if self.flow_scale == 1.0:
-            return backward_flow(frame, previous, self.preset)
-        h, w = frame.shape[:2]
-        size = (max(8, round(w * self.flow_scale)), max(8, round(h * self.flow_scale)))
-        small = backward_flow(
-            cv2.resize(frame, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(previous, size, interpolation=cv2.INTER_AREA),
-            self.preset,
-        )
-        flow = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-        flow[..., 0] *= w / size[0]
-        flow[..., 1] *= h / size[1]
-        return flow
+        return backward_flow(frame, previous, self.preset, self.flow_scale)
 
     def __call__(self, frame: np.ndarray, translated: np.ndarray) -> np.ndarray:
         """The consistent output for this frame.

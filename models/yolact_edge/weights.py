@@ -16,15 +16,19 @@ Our own committed demo weights are stored compactly (``models.checkpoints``) and
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 from torch import Tensor, nn
 
-from models.checkpoints import expand, is_compact, mismatch_summary, read_checkpoint
+from models.checkpoints import (  # noqa: F401  (weights_meta: re-exported)
+    expand,
+    is_compact,
+    mismatch_summary,
+    read_checkpoint,
+    weights_meta,
+)
 
 
 def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -49,18 +53,6 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], name: s
     problems = mismatch_summary(model.state_dict(), state_dict)
     if problems:
         raise ValueError(f"{name} does not fit {model.config.name}: {problems}")  # type: ignore[attr-defined]
-
-
-def weights_meta(path: str | os.PathLike) -> dict:
-    """What a checkpoint says about itself: the JSON sidecar next to it (``<name>.json``,
-    written by tools/train_yolact_edge.py: variant, class names, input size), or ``{}``.
-
-    Official checkpoints have none; their classes and input (550) are the variant's.
-    """
-    sidecar = Path(path).with_suffix(".json")
-    if not sidecar.is_file():
-        return {}
-    return json.loads(sidecar.read_text())
 
 
 def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:

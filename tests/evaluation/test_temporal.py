@@ -115,6 +115,16 @@ def test_dis_recovers_a_known_shift() -> None:
     assert np.abs(np.median(forward[8:-8, 8:-8].reshape(-1, 2), axis=0) - expected).max() < 0.5
 
 
+def test_flow_at_half_scale_is_in_full_resolution_pixels() -> None:
+    previous, frame = shifting_video(astronaut_bgr(), 2, 6, 4, 192, 192)
+    flow = backward_flow(frame, previous, scale=0.5)
+    assert flow.shape == (192, 192, 2) and flow.dtype == np.float32
+    inner = flow[16:-16, 16:-16].reshape(-1, 2)
+    assert np.abs(np.median(inner, axis=0) - [6.0, 4.0]).max() < 0.75
+    with pytest.raises(ValueError, match="scale"):
+        backward_flow(frame, previous, scale=0.0)
+
+
 def test_warping_error_with_dis_flows_from_the_inputs() -> None:
     # Outputs equal to the moving inputs are nearly consistent; adding +0.1 flicker on every
     # other frame raises the error by about 3 * 0.1² = 0.03.

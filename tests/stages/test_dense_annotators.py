@@ -220,3 +220,30 @@ def test_draw_dispatches_panoptic_and_densepose_results() -> None:
     only.results.update(pan=panoptic, dp=densepose)
     out = Draw(results=["dp"]).process(only).image
     assert np.array_equal(out, IUVAnnotator().annotate(image.copy(), densepose))
+
+
+def test_densepose_overlap_keeps_the_better_person_and_json_holds_quantised_iuv() -> None:
+    import base64
+
+    import cv2
+
+    first = np.full((20, 20), 2, np.uint8)  # the higher-scoring person: torso
+    second = np.full((20, 20), 23, np.uint8)  # head, overlapping it by 10 px
+    second[:, 15:] = 0  # a part of its box that is background
+    uv = np.full((2, 20, 20), 0.5, np.float32)
+    result = DensePoseResult(
+        np.array([[10, 10, 30, 30], [0, 10, 20, 30]], np.float32),
+        [first, second],
+        [uv, uv],
+        np.array([0.9, 0.6], np.float32),
+    )
+    iuv = result.to_iuv_image(40, 40)
+    assert (iuv[10:30, 10:30, 0] == 2).all()  # the first wins the overlap
+    assert (iuv[10:30, 0:10, 0] == 23).all()
+    assert (iuv[:10, :, 0] == 0).all()
+    data = result.to_json()
+    assert data["scores"] == [0.9, 0.6] and len(data["iuv_png"]) == 2
+    png = np.frombuffer(base64.b64decode(data["iuv_png"][1]), np.uint8)
+    decoded = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+    assert decoded.shape == (20, 20, 3)
+    assert np.array_equal(decoded[..., 0], second) and (decoded[..., 1] == 128).all()
