@@ -32,6 +32,7 @@ class Draw(Stage):
         stuff_colours: BGR colour per panoptic stuff class id (others get a stable one).
         iuv_mode: how DensePose results are shown: "parts", "u", "v" or "contours".
         iuv_alpha: opacity of the DensePose colours or lines.
+        iuv_boxes: also draw each DensePose person's box and score.
     """
 
     def __init__(
@@ -43,12 +44,13 @@ class Draw(Stage):
         stuff_colours: dict[int, tuple[int, int, int]] | None = None,
         iuv_mode: IUVMode = "parts",
         iuv_alpha: float = 0.7,
+        iuv_boxes: bool = True,
     ) -> None:
         self.only = results
         self.annotators = {
             Detections: DetectionAnnotator(thickness=thickness),
             PanopticSegmentation: PanopticAnnotator(panoptic_alpha, contours, stuff_colours),
-            DensePoseResult: IUVAnnotator(iuv_mode, iuv_alpha),
+            DensePoseResult: IUVAnnotator(iuv_mode, iuv_alpha, iuv_boxes),
         }
 
     def process(self, frame: Frame) -> Frame:

@@ -226,19 +226,28 @@ def render_iuv(
 
 
 class IUVAnnotator:
-    """DensePose body parts or U, V coordinates, pasted full-frame and drawn with ``render_iuv``.
+    """DensePose body parts or U, V coordinates, pasted full-frame and drawn with ``render_iuv``,
+    and optionally each person's box and score (apply_net's ``bbox`` mode).
 
     Args:
         mode: "parts", "u", "v" or "contours" (see ``render_iuv``).
         alpha: opacity of the colours or lines.
+        boxes: also draw the boxes, labelled with their scores when the result has them.
     """
 
-    def __init__(self, mode: IUVMode = "parts", alpha: float = 0.7) -> None:
+    def __init__(self, mode: IUVMode = "parts", alpha: float = 0.7, boxes: bool = True) -> None:
         if mode not in get_args(IUVMode):
             raise ValueError(f"unknown IUV mode {mode!r}, expected one of {get_args(IUVMode)}")
         self.mode = mode
         self.alpha = alpha
+        self.box_annotator = DetectionAnnotator(thickness=1) if boxes else None
 
     def annotate(self, image: np.ndarray, densepose: DensePoseResult) -> np.ndarray:
         iuv = densepose.to_iuv_image(*image.shape[:2])
-        return render_iuv(image, iuv, self.mode, self.alpha)
+        render_iuv(image, iuv, self.mode, self.alpha)
+        if self.box_annotator is not None and len(densepose.boxes):
+            count = len(densepose.boxes)
+            scores = densepose.scores if densepose.scores is not None else np.ones(count)
+            people = Detections(densepose.boxes, scores, np.zeros(count), class_names=("person",))
+            self.box_annotator.annotate(image, people)
+        return image

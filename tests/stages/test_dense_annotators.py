@@ -188,10 +188,14 @@ def test_iuv_annotator_pastes_the_densepose_boxes() -> None:
     part[2:8, 2:8] = 7
     uv = np.full((2, 10, 10), 0.5, np.float32)
     result = DensePoseResult(np.array([[10, 5, 30, 25]], np.float32), [part], [uv])
-    out = IUVAnnotator("parts", alpha=1.0).annotate(grey(), result)
+    out = IUVAnnotator("parts", alpha=1.0, boxes=False).annotate(grey(), result)
     painted = pixels_of(out, tuple(PART_COLOURS[7].tolist()))
     assert painted[15, 20] and painted.sum() == 12 * 12
     assert np.array_equal(painted, ~pixels_of(out, GREY))
+    boxed = IUVAnnotator("parts", alpha=1.0).annotate(grey(), result)
+    changed = ~pixels_of(boxed, GREY)
+    assert changed[25, 10:31].all() and changed[5:26, 30].all()  # the box outline
+    assert not changed[27:, :].any() and not changed[:, :9].any()  # nothing below or left of it
     with pytest.raises(ValueError, match="mode"):
         IUVAnnotator("bbox")  # type: ignore[arg-type]
 
