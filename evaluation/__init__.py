@@ -6,12 +6,12 @@ This package deliberately depends on nothing else in FrameGraph (no ``pipeline``
 Modules:
     panoptic: Panoptic Quality (PQ/SQ/RQ, Kirillov et al.) and Video PQ (VPQ, Kim et al.).
     tracking: CLEAR-MOT identity switches.
-    coco: COCO mask AP via pycocotools.
+    coco: COCO mask AP and box AP via pycocotools.
     densepose: DensePose part IoU, foreground IoU and UV error on IUV images (no GPS).
     temporal: Temporal warping error of a video (Lai et al.), with DIS optical flow (OpenCV).
 """
 
-from evaluation.coco import MaskAP, mask_ap
+from evaluation.coco import MaskAP, box_ap, mask_ap
 from evaluation.densepose import DensePoseScores, densepose_scores, split_iuv
 from evaluation.panoptic import (
     ClassPQ,
@@ -40,6 +40,7 @@ __all__ = [
     "PQStat",
     "VPQResult",
     "backward_flow",
+    "box_ap",
     "densepose_scores",
     "id_switch_events",
     "id_switches",

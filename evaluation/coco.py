@@ -1,4 +1,4 @@
-"""COCO mask AP via pycocotools (``COCOeval`` with ``iouType="segm"``).
+"""COCO mask AP (and box AP) via pycocotools (``COCOeval`` with ``iouType="segm"`` / "bbox").
 
 A thin wrapper: ground truth and predictions are given as in-memory binary masks, converted to
 RLE with ``pycocotools.mask.encode`` and evaluated with the standard COCO protocol (IoU thresholds
@@ -57,6 +57,71 @@ def rle_json(mask: np.ndarray) -> dict[str, Any]:
     """
     encoded = _rle(mask)
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def _evaluate(
+    images: list[dict], annotations: list[dict], results: list[dict], cats: set[int], kind: str
+) -> MaskAP:
+    """COCOeval of in-memory ground truth and results (``kind``: "segm" or "bbox")."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c, "name": str(c)} for c in sorted(cats)],
+        }
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iouType=kind)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    # stats[0..2] = AP@[.5:.95], AP50, AP75 (all areas, maxDets=100); -1 means "no GT" -> 0.
+    ap, ap50, ap75 = (max(float(v), 0.0) for v in ev.stats[:3])
+    return MaskAP(ap, ap50, ap75)
+
+
+def box_ap(
+    ground_truth: Sequence[Sequence[tuple[Sequence[float], int]]],
+    predictions: Sequence[Sequence[tuple[Sequence[float], int, float]]],
+) -> MaskAP:
+    """COCO box AP, AP50 and AP75 (``iouType="bbox"``), as :func:`mask_ap` for boxes.
+
+    Args:
+        ground_truth: per image a list of ``(box xyxy, category_id)``.
+        predictions: per image a list of ``(box xyxy, category_id, score)``.
+
+    Returns:
+        :class:`MaskAP` holding the box APs; all zeros without predictions.
+
+    Raises:
+        ValueError: If the two sequences differ in length or there is no ground truth at all.
+    """
+    if len(ground_truth) != len(predictions):
+        raise ValueError(f"{len(ground_truth)} ground-truth images vs {len(predictions)} predicted")
+    if not any(len(g) for g in ground_truth):
+        raise ValueError("no ground-truth instance: AP is undefined")
+
+    def xywh(box: Sequence[float]) -> list[float]:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return [x0, y0, x1 - x0, y1 - y0]
+
+    images, annotations, results = [], [], []
+    cats: set[int] = set()
+    for img_id, (gts, preds) in enumerate(zip(ground_truth, predictions, strict=True), start=1):
+        images.append({"id": img_id})
+        for box, cat in gts:
+            b = xywh(box)
+            annotations.append({"id": len(annotations) + 1, "image_id": img_id,
+                                "category_id": int(cat), "bbox": b, "area": b[2] * b[3],
+                                "iscrowd": 0})  # fmt: skip
+            cats.add(int(cat))
+        for box, cat, score in preds:
+            results.append({"image_id": img_id, "category_id": int(cat), "bbox": xywh(box),
+                            "score": float(score)})  # fmt: skip
+            cats.add(int(cat))
+    if not results:
+        return MaskAP(0.0, 0.0, 0.0)
+    return _evaluate(images, annotations, results, cats, "bbox")
 
 
 def mask_ap(
@@ -122,20 +187,4 @@ def mask_ap(
             cats.add(int(cat))
     if not results:
         return MaskAP(0.0, 0.0, 0.0)
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = {
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": c, "name": str(c)} for c in sorted(cats)],
-        }
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    # stats[0..2] = AP@[.5:.95], AP50, AP75 (all areas, maxDets=100); -1 means "no GT" -> 0.
-    ap, ap50, ap75 = (max(float(v), 0.0) for v in ev.stats[:3])
-    return MaskAP(ap=ap, ap50=ap50, ap75=ap75)
+    return _evaluate(images, annotations, results, cats, "segm")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import json
 import math
 import sys
@@ -36,7 +35,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation import densepose_scores  # noqa: E402
+from evaluation import box_ap, densepose_scores  # noqa: E402
 from models import densepose  # noqa: E402
 from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_checkpoint  # noqa: E402
 from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: E402
@@ -140,55 +139,6 @@ def train(
     return losses
 
 
-def box_ap(truth: list[np.ndarray], found: list[tuple[np.ndarray, np.ndarray]]):
-    """COCO person box AP and AP50 (pycocotools ``COCOeval``, iouType "bbox").
-
-    Args:
-        truth: per image float [K, 4] xyxy ground-truth boxes.
-        found: per image (boxes float [D, 4] xyxy, scores [D]).
-    """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def xywh(box) -> list[float]:
-        return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
-
-    images, annotations, results = [], [], []
-    for image_id, (gt, (boxes, scores)) in enumerate(zip(truth, found, strict=True), start=1):
-        images.append({"id": image_id})
-        for box in gt:
-            b = xywh(box)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": PERSON,
-                    "bbox": b,
-                    "area": b[2] * b[3],
-                    "iscrowd": 0,
-                }
-            )
-        results += [
-            {"image_id": image_id, "category_id": PERSON, "bbox": xywh(b), "score": float(s)}
-            for b, s in zip(boxes, scores, strict=True)
-        ]
-    if not results:
-        return 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {
-            "images": images,
-            "annotations": annotations,
-            "categories": [{"id": PERSON, "name": "person"}],
-        }
-        coco.createIndex()
-        run = COCOeval(coco, coco.loadRes(results), iouType="bbox")
-        run.evaluate()
-        run.accumulate()
-        run.summarize()
-    return max(float(run.stats[0]), 0.0), max(float(run.stats[1]), 0.0)
-
-
 @torch.inference_mode()
 def evaluate(model, sequences, size: int) -> dict[str, float | None]:
     """Person box AP / AP50 over every detection and the dense IUV scores of the pasted
@@ -199,9 +149,11 @@ def evaluate(model, sequences, size: int) -> dict[str, float | None]:
     for frame in (f for sequence in sequences for f in sequence):
         (result,) = model.predict(frame.image, size, size)
         height, width = frame.image.shape[:2]
-        truth_boxes.append(person_targets(frame).boxes.numpy())
-        found.append((result.boxes.numpy(), result.scores.numpy()))
-        keep = torch.nonzero(result.scores >= IUV_SCORE).squeeze(1).flip(0)  # best pasted last
+        truth_boxes.append([(box, PERSON) for box in person_targets(frame).boxes.tolist()])
+        pairs = zip(result.boxes.tolist(), result.scores.tolist(), strict=True)
+        found.append([(box, PERSON, score) for box, score in pairs])
+        # best first: where people overlap the better one wins (DensePoseResult.to_iuv_image)
+        keep = torch.nonzero(result.scores >= IUV_SCORE).squeeze(1)
         charts = chart_results(
             result.boxes[keep],
             *(getattr(result, k)[keep] for k in ("coarse_segm", "fine_segm", "u", "v")),
@@ -213,7 +165,8 @@ def evaluate(model, sequences, size: int) -> dict[str, float | None]:
         ).to_iuv_image(height, width)
         truth_iuv.append(frame.iuv)
         predicted_iuv.append(pasted)
-    ap, ap50 = box_ap(truth_boxes, found)
+    boxes = box_ap(truth_boxes, found)
+    ap, ap50 = boxes.ap, boxes.ap50
     scores = densepose_scores(truth_iuv, predicted_iuv)
     values = {
         "person_box_ap": ap,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.coco import mask_ap
+from evaluation.coco import box_ap, mask_ap
 
 
 def box(top: int, left: int, h: int = 10, w: int = 10, shape: tuple[int, int] = (40, 40)):
@@ -71,3 +71,21 @@ def test_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     gt = [[(box(0, 0), 1)]]
     mask_ap(gt, [[(box(0, 0), 1, 0.9)]])
     assert capsys.readouterr().out == ""
+
+
+def test_box_ap_perfect_missing_and_shifted() -> None:
+    truth = [[([10, 10, 50, 60], 1), ([70, 20, 90, 80], 1)], [([0, 0, 30, 30], 2)]]
+    perfect = [[(b, c, 0.9) for b, c in image] for image in truth]
+    assert box_ap(truth, perfect).ap == pytest.approx(1.0)
+    # One of the two class-1 boxes never found: recall 1/2 -> AP_1 = 0.5 (101-point), AP_2 = 1.
+    missing = [perfect[0][:1], perfect[1]]
+    assert box_ap(truth, missing).ap == pytest.approx((0.5049504950495 + 1.0) / 2, abs=1e-6)
+    # A box grown so its IoU is 0.58 counts at thresholds 0.50 and 0.55 only (2 of 10).
+    shifted = [
+        [([10, 10, 50, 60], 1, 0.9), ([70, 20, 90, 80], 1, 0.8)],
+        [([0, 0, 30, 30 / 0.58], 2, 0.9)],
+    ]
+    scores = box_ap(truth, shifted)
+    assert scores.ap50 == pytest.approx(1.0) and scores.ap == pytest.approx((1.0 + 0.2) / 2)
+    with pytest.raises(ValueError):
+        box_ap(truth, perfect[:1])
