@@ -173,31 +173,15 @@ class YolactEdgeDetector(Stage):
         )
 
     def _backend(self, graph: torch.nn.Module, spec) -> Backend:
+        options = (graph, spec, "yolact_edge", self.device, "fp32", self.threads,
+                   self.channels_last)  # fmt: skip
         try:
             if self.backend_kind == "auto":
-                backend, timings = create_fastest_backend(
-                    ("torch", "onnxruntime"),
-                    graph,
-                    spec,
-                    "yolact_edge",
-                    self.device,
-                    "fp32",
-                    self.threads,
-                    self.channels_last,
-                )
+                backend, timings = create_fastest_backend(("torch", "onnxruntime"), *options)
                 log.info("yolact_edge: %s (median ms: %s)", backend.name,
                          {k: round(v * 1e3, 1) for k, v in timings.items()})  # fmt: skip
                 return backend
-            return create_backend(
-                self.backend_kind,
-                graph,
-                spec,
-                "yolact_edge",
-                self.device,
-                "fp32",
-                self.threads,
-                channels_last=self.channels_last,
-            )
+            return create_backend(self.backend_kind, *options)
         except BackendError as error:
             raise ModelError(f"yolact_edge: {error}") from None
 
