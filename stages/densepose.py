@@ -29,6 +29,22 @@ from pipeline.stage import Stage
 log = logging.getLogger("framegraph")
 
 
+def densepose_result(found: densepose.DensePoseInstances, min_score: float) -> DensePoseResult:
+    """The people scoring at least ``min_score`` as a ``DensePoseResult`` (best first): each
+    box's I, U, V from its chart outputs, as detectron2 converts them."""
+    keep = found.scores >= min_score
+    boxes = found.boxes[keep]
+    charts = densepose.chart_results(
+        boxes, found.coarse_segm[keep], found.fine_segm[keep], found.u[keep], found.v[keep]
+    )
+    return DensePoseResult(
+        boxes.cpu().numpy().astype(np.float32),
+        [labels.cpu().numpy().astype(np.uint8) for labels, _ in charts],
+        [uv.cpu().numpy().astype(np.float32) for _, uv in charts],
+        found.scores[keep].cpu().numpy().astype(np.float32),
+    )
+
+
 @dataclass
 class _Carried:
     """A source's last network result and the frame it was made on (for the flow)."""
@@ -109,17 +125,7 @@ class DensePoseDetector(Stage):
     def detect(self, image: np.ndarray) -> DensePoseResult:
         """Runs the network on one BGR uint8 [H, W, 3] frame."""
         (found,) = self.model.predict([image], self.size, self.max_size)
-        keep = found.scores >= self.min_score
-        boxes = found.boxes[keep]
-        charts = densepose.chart_results(
-            boxes, found.coarse_segm[keep], found.fine_segm[keep], found.u[keep], found.v[keep]
-        )
-        return DensePoseResult(
-            boxes.cpu().numpy().astype(np.float32),
-            [labels.cpu().numpy().astype(np.uint8) for labels, _ in charts],
-            [uv.cpu().numpy().astype(np.float32) for _, uv in charts],
-            found.scores[keep].cpu().numpy().astype(np.float32),
-        )
+        return densepose_result(found, self.min_score)
 
     @staticmethod
     def carry(result: DensePoseResult, previous: np.ndarray, image: np.ndarray) -> DensePoseResult:

@@ -39,14 +39,16 @@ from evaluation import box_ap, densepose_scores  # noqa: E402
 from models import densepose  # noqa: E402
 from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_checkpoint  # noqa: E402
 from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: E402
-from models.densepose.postprocess import chart_results  # noqa: E402
-from pipeline.results import DensePoseResult  # noqa: E402
+from stages.densepose import densepose_result  # noqa: E402
 from synthetic.categories import PERSON  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
+from tools.training import lineage, train_steps  # noqa: E402
 
 VARIANT = "densepose_rcnn_mobilenetv2_FPN"
 IUV_SCORE = 0.5
 """Detections pasted into the evaluated IUV image score at least this (the box AP uses all)."""
+DENSEPOSE_ROIS = 16
+"""Person ROIs per image the DensePose head trains on (costs little next to the backbone)."""
 EVAL_DETECTIONS = 10
 """Detections per image at evaluation (the DensePose head runs on each; <= 4 people a frame)."""
 
@@ -93,50 +95,16 @@ def batch_of(frames: list[SyntheticFrame], size: int):
 def train(
     model, sequences, steps: int, batch: int, lr: float, size: int, rng, minutes=None, log=None
 ):
-    """AdamW with 50 warm-up steps and a cosine decay; returns the loss of every step.
+    """``tools.training.train_steps`` on random frames of ``sequences``."""
 
-    With ``minutes``, training also ends when that much time has passed, the cosine following
-    whichever of steps and time is further along (the CPU may be shared, so steps/s varies).
-    """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
-    start = time.perf_counter()
-
-    def progress_fraction(step: int) -> float:
-        done = step / steps
-        if minutes:
-            done = max(done, (time.perf_counter() - start) / (60 * minutes))
-        return min(done, 1.0)
-
-    model.eval()  # BatchNorm statistics frozen; gradients still flow
-    losses = []
-    progress = tqdm(range(steps), desc="train", mininterval=10)
-    for step in progress:
-        done = progress_fraction(step)
-        if done >= 1.0:
-            break
-        for group in optimiser.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * done))
+    def step_losses(step: int):
         sequence = sequences[int(rng.integers(len(sequences)))]
         frames = [sequence[int(t)] for t in rng.integers(0, len(sequence), batch)]
-        parts = densepose_rcnn_losses(model, *batch_of(frames, size))
-        loss = sum(parts.values())
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-        optimiser.step()
-        losses.append(float(loss.detach()))
-        values = {k: float(v.detach()) for k, v in parts.items()}
-        progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-        if log is not None and (step % 25 == 0 or step == steps - 1):
-            elapsed = time.perf_counter() - start
-            print(
-                f"step {step} {elapsed:.0f}s lr {optimiser.param_groups[0]['lr']:.2e} "
-                f"loss {losses[-1]:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in values.items()),
-                file=log,
-                flush=True,
-            )
-    return losses
+        return densepose_rcnn_losses(
+            model, *batch_of(frames, size), densepose_per_image=DENSEPOSE_ROIS
+        )
+
+    return train_steps(model, step_losses, steps, lr, minutes, log)
 
 
 @torch.inference_mode()
@@ -153,16 +121,7 @@ def evaluate(model, sequences, size: int) -> dict[str, float | None]:
         pairs = zip(result.boxes.tolist(), result.scores.tolist(), strict=True)
         found.append([(box, PERSON, score) for box, score in pairs])
         # best first: where people overlap the better one wins (DensePoseResult.to_iuv_image)
-        keep = torch.nonzero(result.scores >= IUV_SCORE).squeeze(1)
-        charts = chart_results(
-            result.boxes[keep],
-            *(getattr(result, k)[keep] for k in ("coarse_segm", "fine_segm", "u", "v")),
-        )
-        pasted = DensePoseResult(
-            result.boxes[keep].numpy(),
-            [labels.numpy().astype(np.uint8) for labels, _ in charts],
-            [uv.clamp(0, 1).numpy() for _, uv in charts],
-        ).to_iuv_image(height, width)
+        pasted = densepose_result(result, IUV_SCORE).to_iuv_image(height, width)
         truth_iuv.append(frame.iuv)
         predicted_iuv.append(pasted)
     boxes = box_ap(truth_boxes, found)
@@ -190,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="weights file (.pth) to train")
     parser.add_argument("--evaluate", type=Path, help="only measure these weights")
+    parser.add_argument(
+        "--init", type=Path, help="start from these weights (continue a run), not ImageNet"
+    )
     parser.add_argument("--size", type=int, default=320, help="frame side (rendered square)")
     parser.add_argument("--train-sequences", type=int, default=16)
     parser.add_argument("--eval-sequences", type=int, default=3)
@@ -227,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         sidecar.write_text(json.dumps(meta, indent=1) + "\n")
         return 0
 
-    imagenet_backbone(model)
+    if args.init is not None:
+        densepose.load_weights(model, args.init)
+    else:
+        imagenet_backbone(model)
     sequences = render(train_seeds, args.frames, args.size)
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(args.log.open("a")) if args.log else None
@@ -265,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation.densepose_scores on full-frame IUV pasted from the detections scoring "
         f">= {IUV_SCORE}",
     }
+    meta |= lineage(args.init)
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta, indent=1))
     return 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
+
+from ..mobilenet import MobileNetV2Taps
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -134,32 +135,6 @@ class ResNet(nn.Module):
         return outs
 
 
-class MobileNetV2(nn.Module):
-    """torchvision's MobileNetV2 ``features`` (keys ``features.N.*``, so ImageNet weights load
-    as they are) returning the last map of each stride 4 / 8 / 16 / 32.
-
-    Its BatchNorms are ordinary (trainable, with ``num_batches_tracked``): the demo model is
-    trained end to end from ImageNet.
-    """
-
-    TAPS = (3, 6, 13, 18)
-    """Indices in ``features`` whose outputs are the strides 4, 8, 16, 32 maps."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torchvision.models.mobilenet_v2(weights=None).features
-        self.out_channels = [24, 32, 96, 1280]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """[N, 3, H, W] -> [N, 24|32|96|1280, H/4|8|16|32, W/4|8|16|32]."""
-        outs = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.TAPS:
-                outs.append(x)
-        return outs
-
-
 class FPN(nn.Module):
     """Feature pyramid over ``bottom_up``'s four maps: P2..P5 by 1x1 laterals, nearest x2
     top-down sums and 3x3 outputs, and P6 = max-pool (kernel 1, stride 2) of P5.
@@ -196,7 +171,7 @@ class FPN(nn.Module):
 def build_backbone(name: str) -> FPN:
     """The FPN over "resnet50", "resnet101" or "mobilenetv2"."""
     if name == "mobilenetv2":
-        return FPN(MobileNetV2())
+        return FPN(MobileNetV2Taps())
     blocks = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
     if name not in blocks:
         raise ValueError(f"unknown DensePose backbone {name!r}; one of {sorted(blocks)}")

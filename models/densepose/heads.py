@@ -260,15 +260,18 @@ class DensePoseROIHeads(nn.Module):
         head: "v1convx" or "deeplab".
         head_dim: width of the DensePose head's convs.
         head_convs: how many stacked convs.
+        box_head_dim: width of the box head's fully connected layers.
     """
 
-    def __init__(self, head: str, head_dim: int = 512, head_convs: int = 8) -> None:
+    def __init__(
+        self, head: str, head_dim: int = 512, head_convs: int = 8, box_head_dim: int = 1024
+    ) -> None:
         super().__init__()
         heads = {"v1convx": DensePoseV1ConvXHead, "deeplab": DensePoseDeepLabHead}
         if head not in heads:
             raise ValueError(f"unknown DensePose head {head!r}; one of {sorted(heads)}")
-        self.box_head = FastRCNNConvFCHead()
-        self.box_predictor = FastRCNNOutputLayers()
+        self.box_head = FastRCNNConvFCHead(dim=box_head_dim)
+        self.box_predictor = FastRCNNOutputLayers(box_head_dim)
         self.decoder = Decoder()
         self.densepose_head = heads[head](256, head_dim, head_convs)
         self.densepose_predictor = DensePoseChartPredictor(head_dim)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from ..sampling import sample_labels
 from .config import ANCHOR_SIZES, HEATMAP_SIZE
 from .heads import BOX_WEIGHTS
 from .net import DensePoseRCNN
@@ -79,18 +80,6 @@ def encode(boxes: Tensor, reference: Tensor, weights: tuple[float, ...]) -> Tens
     )
 
 
-def _sample(labels: Tensor, total: int, fg_fraction: float) -> tuple[Tensor, Tensor]:
-    """Random foreground (label 1) and background (label 0) indices, at most
-    ``total * fg_fraction`` foreground, the rest background (detectron2's subsample_labels)."""
-    fg = torch.nonzero(labels == 1).squeeze(1)
-    bg = torch.nonzero(labels == 0).squeeze(1)
-    n_fg = min(len(fg), int(total * fg_fraction))
-    n_bg = min(len(bg), total - n_fg)
-    fg = fg[torch.randperm(len(fg), device=labels.device)[:n_fg]]
-    bg = bg[torch.randperm(len(bg), device=labels.device)[:n_bg]]
-    return fg, bg
-
-
 def rpn_loss(
     logits: list[Tensor],
     deltas: list[Tensor],
@@ -131,7 +120,7 @@ def rpn_loss(
             # Each box's best anchors (ties included) are foreground whatever their IoU.
             top = iou.max(dim=1, keepdim=True).values
             labels[torch.nonzero((iou == top) & (top > 0), as_tuple=True)[1]] = 1
-        fg, bg = _sample(labels, per_image, 0.5)
+        fg, bg = sample_labels(labels, per_image, 0.5)
         chosen = torch.cat([fg, bg])
         truth = torch.cat([torch.ones(len(fg)), torch.zeros(len(bg))]).to(flat_logits)
         objectness.append(
@@ -171,7 +160,7 @@ def sample_rois(
         if len(target.boxes):
             best, matched = box_iou(target.boxes, boxes).max(dim=0)
             labels[best >= 0.5] = 1
-        fg, bg = _sample(labels, per_image, fg_fraction)
+        fg, bg = sample_labels(labels, per_image, fg_fraction)
         chosen = torch.cat([fg, bg])
         out.append((boxes[chosen], labels[chosen] == 1, matched[chosen]))
     return out

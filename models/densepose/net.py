@@ -69,7 +69,7 @@ class DensePoseRCNN(nn.Module):
         self.backbone = build_backbone(config.backbone)
         self.proposal_generator = RPN()
         self.roi_heads = DensePoseROIHeads(
-            config.densepose_head, config.head_dim, config.head_convs
+            config.densepose_head, config.head_dim, config.head_convs, config.box_head_dim
         )
 
     def forward(self, images: Tensor) -> dict[str, list[Tensor] | Tensor]:
