@@ -8,6 +8,7 @@ from stages import (  # noqa: F401  (registers kinds)
     faces,
     instances,
     motion,
+    panoptic,
     render,
     sinks,
     sources,

@@ -69,6 +69,20 @@ def test_motion_job_on_the_street_clip() -> None:
     assert sum(len(b) > 0 for b in moving) > 90  # people walk through the whole clip
 
 
+def test_panoptic_job_segments_and_tracks_the_held_out_scene(tmp_path: Path) -> None:
+    out = tmp_path / "panoptic.jsonl"
+    config = str(ROOT / "configs" / "panoptic.yaml")
+    result = run_cli(config, "--max-frames", "8", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line)["results"]["panoptic"] for line in out.read_text().splitlines()]
+    assert len(frames) == 8
+    for segments in (f["segments"] for f in frames):
+        assert {s["class"] for s in segments.values() if not s["is_thing"]} >= {8, 10}
+        assert any(s["is_thing"] for s in segments.values())
+    tracks = [{s["track_id"] for s in f["segments"].values() if s["is_thing"]} for f in frames]
+    assert len(tracks[0] & tracks[-1]) >= len(tracks[0]) // 2  # ids persist
+
+
 @needs_ffprobe
 def test_file_in_file_out_keeps_every_frame_and_timestamp(tmp_path: Path) -> None:
     pts = [0, 30, 70, 100, 250, 300, 310, 600, 640, 700] * 1

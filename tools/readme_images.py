@@ -35,6 +35,7 @@ JOBS = {  # picture: (config, its video output, frame index)
     "motion_job.jpg": ("configs/motion.yaml", "out/motion.mp4", 120),
     "instances_job.jpg": ("configs/instances.yaml", "out/instances.mp4", 62),
     "translate_people_job.jpg": ("configs/translate_people.yaml", "out/translate_people.mp4", 51),
+    "panoptic_job.jpg": ("configs/panoptic.yaml", "out/panoptic.mp4", 60),
 }
 TRANSLATION = ("translation.jpg", 60)  # picture, frame of the street clip
 TRANSLATIONS = (("input", None, 0), ("multistyle26, style 7", "multistyle26", 7),

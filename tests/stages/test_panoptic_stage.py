@@ -1,0 +1,165 @@
+"""The vpsnet stage: panoptic segments at frame size with track ids, per-source video state."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import vpsnet
+from pipeline.errors import ConfigError, ModelError
+from pipeline.frame import Frame
+from pipeline.results import PanopticSegmentation
+from stages.panoptic import VPSNetSegmenter
+from synthetic.categories import CATEGORIES, STUFF_IDS, THING_IDS
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    from synthetic.generator import generate
+
+    return [f.image for f in generate(9001, 3, 200, 150)]
+
+
+def frame(image: np.ndarray, index: int, source: str = "cam") -> Frame:
+    return Frame(image.copy(), index, Fraction(1, 30), index, source)
+
+
+# The synthetic world's categories in the light variant's channel order: stuff, then things.
+CATEGORY_IDS = sorted(STUFF_IDS) + sorted(THING_IDS)
+
+
+def make(**kwargs) -> VPSNetSegmenter:
+    torch.manual_seed(0)
+    options = {"variant": "fusetrack_mobilenetv2", "weights": "random", "scale": (160, 160),
+               "category_ids": CATEGORY_IDS}  # fmt: skip
+    stage = VPSNetSegmenter(**{**options, **kwargs})
+    stage.name = "pan"
+    stage.open()
+    # Random weights score everything ~0.5: a low threshold makes instances appear.
+    stage.model.config = dataclasses.replace(stage.model.config, score_thresh=0.05)
+    return stage
+
+
+def test_segments_at_frame_size_keep_their_track_ids(images: list[np.ndarray]) -> None:
+    stage = make()
+    first = stage.process(frame(images[0], 0)).results["pan"]
+    again = stage.process(frame(images[0], 1)).results["pan"]
+    assert isinstance(first, PanopticSegmentation)
+    assert first.segment_map.shape == images[0].shape[:2]
+    things = {k: v for k, v in first.segments.items() if v["is_thing"]}
+    assert things, "low threshold: random weights find instances"
+    for sid, info in first.segments.items():
+        assert info["area"] == int((first.segment_map == sid).sum())
+        assert info["class"] in [c.id for c in CATEGORIES]
+        assert sid == info["class"] * 1000 + (info["track_id"] or 0)
+    # The same image again: every object matches itself, ids repeat.
+    assert set(again.segments) == set(first.segments)
+
+
+def test_long_gap_starts_a_new_video_and_sources_are_separate(images) -> None:
+    stage = make(flow="none", max_gap=2)
+    stage.process(frame(images[0], 0))
+    stage.process(frame(images[1], 1, source="other"))
+    assert stage.counts["new_videos"] == 2
+    stage.on_gap("cam", 2)  # bridged
+    stage.process(frame(images[1], 4))
+    assert stage.counts["new_videos"] == 2
+    assert len(stage.videos["cam"].state.memory) > 0
+    stage.on_gap("cam", 3)  # too long
+    stage.process(frame(images[2], 8))
+    assert stage.counts["new_videos"] == 3
+
+
+def test_flow_comes_from_the_previous_frame(images: list[np.ndarray]) -> None:
+    stage = make()
+    video_flow = []
+    original = stage.model.inference
+
+    def spy(image, size, state, flow):
+        video_flow.append(flow.abs().sum().item())
+        return original(image, size, state, flow)
+
+    stage.model.inference = spy
+    stage.process(frame(images[0], 0))
+    stage.process(frame(images[2], 1))
+    assert video_flow[0] == 0 and video_flow[1] > 0  # first frame: none; then DIS motion
+
+
+def test_bad_configuration_and_weights_are_reported(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="weights is required"):
+        VPSNetSegmenter(variant="fuse")
+    with pytest.raises(ConfigError, match="flow must be one of"):
+        VPSNetSegmenter(weights="random", flow="flownet3")
+    with pytest.raises(ConfigError, match="category_ids has 3 entries"):
+        make(category_ids=[1, 2, 3])
+    torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, tmp_path / "w.pth")
+    stage = VPSNetSegmenter(variant="fuse", weights=str(tmp_path / "w.pth"))
+    with pytest.raises(ModelError, match="does not fit VPSNet fuse: missing"):
+        stage.open()
+
+
+def light_checkpoint(path, flownet2: dict | None = None) -> str:
+    """The light variant's random weights (and ``flownet2.*`` tensors) as an mmcv-style file."""
+    torch.manual_seed(1)
+    state = vpsnet.build_model("fusetrack_mobilenetv2").state_dict()
+    state.update({f"flownet2.{k}": v for k, v in (flownet2 or {}).items()})
+    torch.save({"meta": {}, "state_dict": state}, path)
+    return str(path)
+
+
+def fake_flownet2_state() -> dict:
+    """Small random tensors of the official FlowNet2 layout (tests/data/vpsnet/flownet2.json),
+    all views of one storage, so that the saved file stays small (~38 MB, not 650 MB)."""
+    manifest = Path(__file__).resolve().parents[1] / "data" / "vpsnet" / "flownet2.json"
+    layout = json.loads(manifest.read_text())
+    size = max(math.prod(shape) for _, shape, _ in layout)
+    base = 0.02 * torch.randn(size, generator=torch.Generator().manual_seed(2))
+    return {key: base[: math.prod(shape)].view(shape) for key, shape, _ in layout}
+
+
+def test_flownet2_flow_comes_from_the_checkpoints_flownet2_keys(tmp_path) -> None:
+    from synthetic.generator import generate
+
+    images = [f.image for f in generate(9002, 2, 128, 128)]
+    flownet2 = fake_flownet2_state()
+    weights = light_checkpoint(tmp_path / "vps.pth", flownet2)
+    assert Path(weights).stat().st_size < 100e6  # the FlowNet2 part shares one storage
+    stage = make(weights=weights, flow="flownet2", scale=(128, 128))
+    assert torch.equal(stage.flownet2.flownetfusion.predict_flow0.weight,
+                       flownet2["flownetfusion.predict_flow0.weight"])  # fmt: skip
+    flows = []
+    original = stage.model.inference
+
+    def spy(image, size, state, flow):
+        flows.append((image, flow))
+        return original(image, size, state, flow)
+
+    stage.model.inference = spy
+    stage.process(frame(images[0], 0))
+    second = stage.process(frame(images[1], 1)).results["pan"]
+    assert second.segment_map.shape == (128, 128)
+    (first_image, first_flow), (image, flow) = flows
+    assert first_flow.abs().sum() == 0  # a video's first frame: no reference yet
+    assert flow.shape == (1, 2, 128, 128) and torch.isfinite(flow).all() and flow.abs().sum() > 0
+    expected = vpsnet.flownet2_flow(stage.flownet2, vpsnet.denormalise(image),
+                                    vpsnet.denormalise(first_image))  # fmt: skip
+    assert torch.equal(flow, expected)  # current frame first, RGB of the network input
+
+
+def test_flownet2_without_its_weights_is_reported(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="random weights needs flownet2_weights"):
+        VPSNetSegmenter(weights="random", flow="flownet2")
+    with pytest.raises(ConfigError, match="only used with flow: flownet2"):
+        VPSNetSegmenter(weights="random", flownet2_weights="FlowNet2_checkpoint.pth.tar")
+    weights = light_checkpoint(tmp_path / "vps.pth")
+    with pytest.raises(ModelError, match=r"vps.pth has no flownet2\.\* keys; give flownet2_w"):
+        make(weights=weights, flow="flownet2")
+    with pytest.raises(ModelError, match="weights file not found"):
+        make(weights=weights, flow="flownet2", flownet2_weights=str(tmp_path / "missing.pth"))
