@@ -127,6 +127,11 @@ class VPSNetSegmenter(Stage):
             torch.set_num_threads(self.threads)
         meta = {} if self.weights == "random" else weights_meta(self.weights)
         self.variant = self.variant or meta.get("variant", "fusetrack")
+        if self.variant not in vpsnet.VARIANTS:
+            raise ModelError(
+                f"vpsnet: {self.weights} is not VPSNet weights (its sidecar names the variant "
+                f"{self.variant!r})"
+            )
         self.scale = tuple(self.scale or meta.get("input_scale", vpsnet.TEST_SCALE))
         model = vpsnet.build_model(self.variant)
         config = model.config

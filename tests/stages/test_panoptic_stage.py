@@ -103,6 +103,9 @@ def test_bad_configuration_and_weights_are_reported(tmp_path) -> None:
     stage = VPSNetSegmenter(variant="fuse", weights=str(tmp_path / "w.pth"))
     with pytest.raises(ModelError, match="does not fit VPSNet fuse: missing"):
         stage.open()
+    (tmp_path / "w.json").write_text('{"variant": "densepose_rcnn_mobilenetv2_FPN"}')
+    with pytest.raises(ModelError, match="is not VPSNet weights"):
+        VPSNetSegmenter(weights=str(tmp_path / "w.pth")).open()
 
 
 def light_checkpoint(path, flownet2: dict | None = None) -> str:
