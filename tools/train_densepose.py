@@ -19,7 +19,6 @@ stored on held-out sequences, and a JSON sidecar records variant, input size, co
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -42,7 +41,7 @@ from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: 
 from stages.densepose import densepose_result  # noqa: E402
 from synthetic.categories import PERSON  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
-from tools.training import lineage, train_steps  # noqa: E402
+from tools.training import lineage, train_steps, trainer_arguments  # noqa: E402
 
 VARIANT = "densepose_rcnn_mobilenetv2_FPN"
 IUV_SCORE = 0.5
@@ -146,26 +145,8 @@ def table(scores: dict[str, float | None]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help="weights file (.pth) to train")
-    parser.add_argument("--evaluate", type=Path, help="only measure these weights")
-    parser.add_argument(
-        "--init", type=Path, help="start from these weights (continue a run), not ImageNet"
-    )
+    parser = trainer_arguments(__doc__.split("\n")[0], 600, 2e-4, 60, 30)
     parser.add_argument("--size", type=int, default=320, help="frame side (rendered square)")
-    parser.add_argument("--train-sequences", type=int, default=16)
-    parser.add_argument("--eval-sequences", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=60, help="frames per training sequence")
-    parser.add_argument("--eval-frames", type=int, default=30, help="frames per held-out one")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--minutes", type=float, help="also stop training after this long (shared CPUs)"
-    )
-    parser.add_argument("--log", type=Path, help="also append the losses every 25 steps here")
     args = parser.parse_args(argv)
     if (args.out is None) == (args.evaluate is None):
         parser.error("give --out (train) or --evaluate (measure existing weights)")

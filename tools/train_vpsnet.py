@@ -22,7 +22,6 @@ records variant, input scale, category ids, command and scores.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -45,7 +44,7 @@ from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_chec
 from models.vpsnet.loss import PanopticTargets, vpsnet_losses  # noqa: E402
 from synthetic.categories import BY_ID, STUFF_IDS, THING_IDS  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
-from tools.training import lineage, train_steps  # noqa: E402
+from tools.training import lineage, train_steps, trainer_arguments  # noqa: E402
 
 VARIANT = "fusetrack_mobilenetv2"
 CATEGORY_IDS = sorted(STUFF_IDS) + sorted(THING_IDS)
@@ -218,23 +217,9 @@ def table(scores: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help="weights file (.pth) to train")
-    parser.add_argument("--evaluate", type=Path, help="only measure these weights")
-    parser.add_argument("--init", type=Path, help="start from these weights, not ImageNet")
+    parser = trainer_arguments(__doc__.split("\n")[0], 1500, 3e-4, 40, 40)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--train-sequences", type=int, default=16)
-    parser.add_argument("--eval-sequences", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=40, help="frames per training sequence")
-    parser.add_argument("--eval-frames", type=int, default=40, help="frames per held-out one")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--minutes", type=float, help="also stop training after this long")
-    parser.add_argument("--log", type=Path, help="also append the losses every 25 steps here")
     args = parser.parse_args(argv)
     if (args.out is None) == (args.evaluate is None):
         parser.error("give --out (train) or --evaluate (measure existing weights)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -12,6 +13,35 @@ from typing import TextIO
 import torch
 from torch import Tensor
 from tqdm import tqdm
+
+
+def trainer_arguments(
+    description: str, steps: int, lr: float, frames: int, eval_frames: int
+) -> argparse.ArgumentParser:
+    """The command line every detector trainer shares (its own options are added after):
+    ``--out`` / ``--evaluate`` / ``--init``, the synthetic sequences, the optimisation."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, help="weights file (.pth) to train")
+    parser.add_argument("--evaluate", type=Path, help="only measure these weights")
+    parser.add_argument(
+        "--init", type=Path, help="start from these weights (continue a run), not ImageNet"
+    )
+    parser.add_argument("--train-sequences", type=int, default=16)
+    parser.add_argument("--eval-sequences", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=frames, help="frames per training sequence")
+    parser.add_argument(
+        "--eval-frames", type=int, default=eval_frames, help="frames per held-out sequence"
+    )
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--minutes", type=float, help="also stop training after this long (shared CPUs)"
+    )
+    parser.add_argument("--log", type=Path, help="also append the losses every 25 steps here")
+    return parser
 
 
 def train_steps(
