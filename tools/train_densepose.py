@@ -41,7 +41,12 @@ from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: 
 from stages.densepose import densepose_result  # noqa: E402
 from synthetic.categories import PERSON  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
-from tools.training import lineage, train_steps, trainer_arguments  # noqa: E402
+from tools.training import (  # noqa: E402
+    lineage,
+    parse_trainer_arguments,
+    train_steps,
+    trainer_arguments,
+)
 
 VARIANT = "densepose_rcnn_mobilenetv2_FPN"
 IUV_SCORE = 0.5
@@ -147,12 +152,7 @@ def table(scores: dict[str, float | None]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = trainer_arguments(__doc__.split("\n")[0], 600, 2e-4, 60, 30)
     parser.add_argument("--size", type=int, default=320, help="frame side (rendered square)")
-    args = parser.parse_args(argv)
-    if (args.out is None) == (args.evaluate is None):
-        parser.error("give --out (train) or --evaluate (measure existing weights)")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
+    args, rng = parse_trainer_arguments(parser, argv)
     start = time.perf_counter()
 
     model = densepose.build_model(VARIANT)

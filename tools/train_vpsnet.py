@@ -44,7 +44,12 @@ from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_chec
 from models.vpsnet.loss import PanopticTargets, vpsnet_losses  # noqa: E402
 from synthetic.categories import BY_ID, STUFF_IDS, THING_IDS  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
-from tools.training import lineage, train_steps, trainer_arguments  # noqa: E402
+from tools.training import (  # noqa: E402
+    lineage,
+    parse_trainer_arguments,
+    train_steps,
+    trainer_arguments,
+)
 
 VARIANT = "fusetrack_mobilenetv2"
 CATEGORY_IDS = sorted(STUFF_IDS) + sorted(THING_IDS)
@@ -220,14 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = trainer_arguments(__doc__.split("\n")[0], 1500, 3e-4, 40, 40)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=256)
-    args = parser.parse_args(argv)
-    if (args.out is None) == (args.evaluate is None):
-        parser.error("give --out (train) or --evaluate (measure existing weights)")
+    args, rng = parse_trainer_arguments(parser, argv)
     if args.width % 32 or args.height % 32:
         parser.error("--width and --height must be multiples of 32 (no padding)")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     model = vpsnet.build_model(VARIANT)
     train_seeds = [1000 + i for i in range(args.train_sequences)]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -42,6 +43,19 @@ def trainer_arguments(
     )
     parser.add_argument("--log", type=Path, help="also append the losses every 25 steps here")
     return parser
+
+
+def parse_trainer_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, np.random.Generator]:
+    """Parses, checks that exactly one of ``--out`` / ``--evaluate`` is given, seeds torch and
+    sets its threads; returns the arguments and the run's numpy generator."""
+    args = parser.parse_args(argv)
+    if (args.out is None) == (args.evaluate is None):
+        parser.error("give --out (train) or --evaluate (measure existing weights)")
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    return args, np.random.default_rng(args.seed)
 
 
 def train_steps(
