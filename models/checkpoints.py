@@ -1,6 +1,6 @@
 """Checkpoint helpers shared by the model families: reading a file with one-line errors, what a
-state_dict lacks or has too much of, and compact storage for the demo weights we train and
-commit.
+state_dict lacks or has too much of, strict loading that names those keys, and compact storage
+for the demo weights we train and commit.
 
 A trained state_dict in float32 is too big to commit (YolactEdge MobileNetV2 with its video
 modules: 13 M parameters, 52 MB). The compact form keeps every key, shape and the state_dict's
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 FORMAT = "framegraph-compact-v1"
 
@@ -104,6 +104,28 @@ def mismatch_summary(
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
         if keys
     )
+
+
+def load_strict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], failure: str, hint: str = ""
+) -> nn.Module:
+    """``model.load_state_dict(state_dict, strict=True)``, checked first so that a file that
+    does not fit fails in one line: ``ValueError("<failure>: <mismatch_summary><hint>")``.
+
+    Args:
+        model: the module to fill.
+        state_dict: tensors under the model's own names (after any remap).
+        failure: what went wrong, e.g. ``"x.pth does not fit YolactEdge"``.
+        hint: appended to the message when the keys do not fit (e.g. a likely cause).
+
+    Returns:
+        ``model``.
+    """
+    problems = mismatch_summary(model.state_dict(), state_dict)
+    if problems:
+        raise ValueError(f"{failure}: {problems}{hint}")
+    model.load_state_dict(state_dict, strict=True)
+    return model
 
 
 def compact(state_dict: Mapping[str, Tensor]) -> dict:

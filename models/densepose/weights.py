@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.checkpoints import expand, is_compact, mismatch_summary, read_checkpoint
+from models.checkpoints import expand, is_compact, load_strict, read_checkpoint
 
 from .config import PIXEL_MEAN_BGR
 
@@ -146,9 +146,5 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping) -> nn.M
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]  # a detectron2 training checkpoint
     state = _remap(_to_tensors(state, name), model, name)
-    problems = mismatch_summary(model.state_dict(), state)
-    if problems:
-        variant = getattr(getattr(model, "config", None), "name", type(model).__name__)
-        raise ValueError(f"{name} does not fit {variant}: {problems}")
-    model.load_state_dict(state, strict=True)
-    return model
+    variant = getattr(getattr(model, "config", None), "name", type(model).__name__)
+    return load_strict(model, state, f"{name} does not fit {variant}")

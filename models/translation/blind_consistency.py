@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.checkpoints import mismatch_summary, read_checkpoint
+from models.checkpoints import load_strict, read_checkpoint
 
 MULTIPLE = 4
 """H and W of the network input must be multiples of this (two stride-2 convs, two x2 ups)."""
@@ -387,8 +387,4 @@ def load_blind_consistency(
         name = os.fspath(weights)
         obj = read_checkpoint(name)
     state_dict = remap(_model_state(obj, name), model)
-    problems = mismatch_summary(model.state_dict(), state_dict)
-    if problems:
-        raise ValueError(f"{name} does not fit {model.name}: {problems}")
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+    return load_strict(model, state_dict, f"{name} does not fit {model.name}").eval()

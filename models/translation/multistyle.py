@@ -187,13 +187,10 @@ def load_multistyle(path: str | Path | None = None) -> MultiStyleNet:
         FileNotFoundError: no such file, or the package is missing.
         ValueError: the file is not an ONNX model or its initialisers do not fit.
     """
-    from models.checkpoints import mismatch_summary
+    from models.checkpoints import load_strict
 
     state = onnx_state_dict(path or packaged_onnx())
     styles = state["contract.0.norm.gamma"].shape[0] if "contract.0.norm.gamma" in state else 0
     model = MultiStyleNet(styles or NUM_STYLES)
-    problems = mismatch_summary(model.state_dict(), state)
-    if problems:
-        raise ValueError(f"{path or 'multistyle26.onnx'} does not fit MultiStyleNet: {problems}")
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, f"{path or 'multistyle26.onnx'} does not fit MultiStyleNet")
     return model.eval()

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from models.checkpoints import mismatch_summary, mismatches, read_checkpoint
+from models.checkpoints import load_strict, mismatches, read_checkpoint
 
 from .generators import ResnetGenerator
 
@@ -113,15 +113,9 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], name: str) 
             f"{type(state_dict[bad[0]]).__name__}, not a tensor"
         )
     state_dict = remap(state_dict, model)
-    problems = mismatch_summary(model.state_dict(), state_dict)
-    if problems:
-        missing, unexpected, _ = mismatches(model.state_dict(), state_dict)
-        raise ValueError(
-            f"{name} does not fit {type(model).__name__}: {problems}"
-            + _dropout_hint(missing, unexpected)
-        )
-    model.load_state_dict(state_dict, strict=True)
-    return model
+    missing, unexpected, _ = mismatches(model.state_dict(), state_dict)
+    hint = _dropout_hint(missing, unexpected)
+    return load_strict(model, state_dict, f"{name} does not fit {type(model).__name__}", hint)
 
 
 def _read(path: str | os.PathLike) -> tuple[Mapping[str, Tensor], str]:

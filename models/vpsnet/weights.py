@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from models.checkpoints import expand, is_compact, mismatch_summary, read_checkpoint
+from models.checkpoints import expand, is_compact, load_strict, read_checkpoint
 
 FLOWNET2_PREFIX = "flownet2."
 
@@ -68,15 +68,6 @@ def _read(weights: str | os.PathLike | Mapping, name: str | None) -> tuple[objec
     return read_checkpoint(path), name or path
 
 
-def _load_strict(model: nn.Module, state: Mapping[str, Tensor], failure: str) -> nn.Module:
-    """``load_state_dict(strict=True)``, or ValueError "``failure``: <the keys>" first."""
-    problem = mismatch_summary(model.state_dict(), state)
-    if problem:
-        raise ValueError(f"{failure}: {problem}")
-    model.load_state_dict(state, strict=True)
-    return model
-
-
 def load_weights(
     model: nn.Module, weights: str | os.PathLike | Mapping, name: str | None = None
 ) -> nn.Module:
@@ -95,7 +86,7 @@ def load_weights(
     for key in expected:
         if key.endswith(".num_batches_tracked") and key not in state:
             state[key] = torch.zeros((), dtype=torch.long)
-    return _load_strict(model, state, f"{name} does not fit VPSNet {model.config.name}")
+    return load_strict(model, state, f"{name} does not fit VPSNet {model.config.name}")
 
 
 def load_flownet2(
@@ -115,4 +106,4 @@ def load_flownet2(
     obj, name = _read(weights, name)
     tensors = _tensors(obj, name)
     state = _flownet2_part(tensors) or tensors
-    return _load_strict(model, state, f"{name} does not fit FlowNet2")
+    return load_strict(model, state, f"{name} does not fit FlowNet2")

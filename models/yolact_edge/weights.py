@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from models.checkpoints import (  # noqa: F401  (weights_meta: re-exported)
     expand,
     is_compact,
-    mismatch_summary,
+    load_strict,
     read_checkpoint,
     weights_meta,
 )
@@ -48,13 +48,6 @@ def remap(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], name: str) -> None:
-    """Raises ValueError naming the first missing, unexpected and mis-shaped keys, if any."""
-    problems = mismatch_summary(model.state_dict(), state_dict)
-    if problems:
-        raise ValueError(f"{name} does not fit {model.config.name}: {problems}")  # type: ignore[attr-defined]
-
-
 def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
     """Loads a checkpoint (path or state_dict) into ``model`` with ``strict=True``.
 
@@ -71,7 +64,4 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Ten
             state_dict = expand(state_dict)
         if not isinstance(state_dict, Mapping):
             raise ValueError(f"{name} is not a state_dict")
-    state_dict = remap(state_dict)
-    check_state_dict(model, state_dict, name)
-    model.load_state_dict(state_dict, strict=True)
-    return model
+    return load_strict(model, remap(state_dict), f"{name} does not fit {model.config.name}")  # type: ignore[attr-defined]
