@@ -83,6 +83,18 @@ def test_panoptic_job_segments_and_tracks_the_held_out_scene(tmp_path: Path) -> 
     assert len(tracks[0] & tracks[-1]) >= len(tracks[0]) // 2  # ids persist
 
 
+def test_densepose_job_finds_the_people_of_the_held_out_scene(tmp_path: Path) -> None:
+    out = tmp_path / "densepose.jsonl"
+    config = str(ROOT / "configs" / "densepose.yaml")
+    result = run_cli(config, "--max-frames", "6", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line)["results"]["people"] for line in out.read_text().splitlines()]
+    assert len(frames) == 6
+    assert all(len(f["boxes"]) >= 1 for f in frames)  # the scene always has someone in view
+    # every 2nd frame is carried by flow, so it keeps the previous frame's people
+    assert [len(f["boxes"]) for f in frames[0::2]] == [len(f["boxes"]) for f in frames[1::2]]
+
+
 @needs_ffprobe
 def test_file_in_file_out_keeps_every_frame_and_timestamp(tmp_path: Path) -> None:
     pts = [0, 30, 70, 100, 250, 300, 310, 600, 640, 700] * 1

@@ -36,6 +36,7 @@ JOBS = {  # picture: (config, its video output, frame index)
     "instances_job.jpg": ("configs/instances.yaml", "out/instances.mp4", 62),
     "translate_people_job.jpg": ("configs/translate_people.yaml", "out/translate_people.mp4", 51),
     "panoptic_job.jpg": ("configs/panoptic.yaml", "out/panoptic.mp4", 60),
+    "densepose_job.jpg": ("configs/densepose.yaml", "out/densepose.mp4", 40),
 }
 TRANSLATION = ("translation.jpg", 60)  # picture, frame of the street clip
 TRANSLATIONS = (("input", None, 0), ("multistyle26, style 7", "multistyle26", 7),

@@ -51,8 +51,8 @@ from tools.training import (  # noqa: E402
 VARIANT = "densepose_rcnn_mobilenetv2_FPN"
 IUV_SCORE = 0.5
 """Detections pasted into the evaluated IUV image score at least this (the box AP uses all)."""
-DENSEPOSE_ROIS = 16
-"""Person ROIs per image the DensePose head trains on (costs little next to the backbone)."""
+DENSEPOSE_ROIS = 8
+"""Person ROIs per image the DensePose head trains on (the ASPP runs at 256 channels)."""
 EVAL_DETECTIONS = 10
 """Detections per image at evaluation (the DensePose head runs on each; <= 4 people a frame)."""
 

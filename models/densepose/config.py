@@ -79,14 +79,16 @@ VARIANTS: dict[str, DensePoseConfig] = {
         DensePoseConfig("densepose_rcnn_R_101_FPN_DL_s1x", "resnet101", "deeplab"),
         # Not official: the light variant our demo weights are trained for. ImageNet MobileNetV2
         # features (torchvision keys) under the same FPN / RPN; a box head of 2 x 256 instead of
-        # 2 x 1024 (its first fc is 12.8M of the R-50's weights) and a DensePose head of
-        # 8 x 128 instead of 8 x 512 (same receptive field, 16x fewer multiply-adds per box),
-        # so the compact checkpoint stays under 20 MB.
+        # 2 x 1024 (its first fc is 12.8M of the R-50's weights) and the DeepLab DensePose head
+        # with 4 x 128 convs instead of 8 x 512, so the compact checkpoint stays under 20 MB.
+        # DeepLab, not V1ConvX: its ASPP image-pooling branch sees the whole box, and telling a
+        # person seen from the back (other part ids, left and right swapped) needs the head.
         DensePoseConfig(
             "densepose_rcnn_mobilenetv2_FPN",
             "mobilenetv2",
-            "v1convx",
+            "deeplab",
             head_dim=128,
+            head_convs=4,
             box_head_dim=256,
         ),
     )

@@ -101,15 +101,18 @@ def test_mobilenetv2_bottom_up_has_torchvision_keys() -> None:
     }
     theirs = torchvision.models.mobilenet_v2(weights=None).state_dict()
     assert ours == {k: list(v.shape) for k, v in theirs.items() if k.startswith("features.")}
-    # Everything above the backbone has the R-50 model's keys; the box head and the
-    # DensePose head are narrower.
-    r50 = {k: shape for k, shape, _ in manifest("densepose_rcnn_R_50_FPN_s1x")}
+    # Everything above the backbone has the R-50 DeepLab model's keys, but for 4 stacked
+    # convs instead of 8; the box head and the DensePose head are narrower.
+    r50 = {k: shape for k, shape, _ in manifest("densepose_rcnn_R_50_FPN_DL_s1x")}
     state = model.state_dict()
     heads = {k: list(v.shape) for k, v in state.items() if not k.startswith("backbone.")}
-    assert set(heads) == {k for k in r50 if not k.startswith("backbone.")}
+    dropped = {k for k in r50 if any(f"body_conv_fcn{i}." in k for i in range(5, 9))}
+    assert len(dropped) == 4 * 3  # conv weight, GroupNorm weight and bias
+    assert set(heads) == {k for k in r50 if not k.startswith("backbone.")} - dropped
     assert heads["roi_heads.box_head.fc1.weight"] == [256, 256 * 7 * 7]
     assert r50["roi_heads.box_head.fc1.weight"] == [1024, 256 * 7 * 7]
-    assert heads["roi_heads.densepose_head.body_conv_fcn8.weight"] == [128, 128, 3, 3]
+    assert heads["roi_heads.densepose_head.body_conv_fcn4.weight"] == [128, 128, 3, 3]
+    assert heads["roi_heads.densepose_head.ASPP.project.0.weight"] == [256, 5 * 256, 1, 1]
     assert model.roi_heads.densepose_predictor.u_lowres.weight.shape == (128, 25, 4, 4)
 
 
@@ -369,3 +372,40 @@ def test_no_detections_give_empty_outputs_of_the_documented_shapes() -> None:
     model = DensePoseRCNN(config).eval()
     (result,) = model.predict(np.zeros((64, 64, 3), np.uint8), min_size=64)
     check_instances(result, 64, 64, 0)
+
+
+# --------------------------------------------------------------------------- demo weights
+DEMO = Path(__file__).resolve().parents[2] / "models" / "densepose" / "weights"
+DEMO = DEMO / "synthetic_mobilenetv2.pth"
+
+
+@torch.inference_mode()
+def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
+    from evaluation import densepose_scores
+    from models.checkpoints import weights_meta
+    from stages.densepose import densepose_result
+    from synthetic.categories import PERSON
+    from synthetic.generator import generate
+
+    meta = weights_meta(DEMO)
+    assert meta["part_iou"] >= 0.5 and meta["input_size"] == 320
+    model = load_weights(build_model(meta["variant"]), DEMO).eval()
+    # seed 9002 (an evaluation seed, never trained on; 30 frames as the trainer renders it)
+    # has people seen from the front and from the back
+    frames = list(generate(9002, 30, 320, 320))[::9]
+    truth, pasted = [], []
+    for frame in frames:
+        (found,) = model.predict(frame.image, 320, 320)
+        keep = found.scores >= 0.5
+        people = [s for s in frame.things() if s.category_id == PERSON and s.area > 800]
+        for person in people:  # every clearly visible person has a box
+            x, y, w, h = person.bbox
+            box = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32)
+            assert torchvision.ops.box_iou(found.boxes[keep], box).max() > 0.7
+        truth.append(frame.iuv)
+        pasted.append(densepose_result(found, 0.5).to_iuv_image(320, 320))
+    assert {1, 2} <= set(np.unique(np.stack(truth)[..., 0]))  # torso back and front
+    scores = densepose_scores(truth, pasted)
+    assert scores.foreground_iou > 0.7 and scores.part_iou > 0.5 and scores.uv_error < 0.17
+    # the back-facing people get back-view parts: the torso's back (1) as well as its front (2)
+    assert scores.per_part_iou[1] > 0.5 and scores.per_part_iou[2] > 0.5
