@@ -69,12 +69,18 @@ def test_motion_job_on_the_street_clip() -> None:
     assert sum(len(b) > 0 for b in moving) > 90  # people walk through the whole clip
 
 
-def test_panoptic_job_segments_and_tracks_the_held_out_scene(tmp_path: Path) -> None:
-    out = tmp_path / "panoptic.jsonl"
-    config = str(ROOT / "configs" / "panoptic.yaml")
-    result = run_cli(config, "--max-frames", "8", "--output", str(out))
+def job_results(tmp_path: Path, config: str, stage: str, frames: int) -> list[dict]:
+    """Runs ``configs/<config>.yaml`` on ``frames`` frames with its JSONL in ``tmp_path``;
+    ``stage``'s result of every frame."""
+    out = tmp_path / f"{config}.jsonl"
+    path = str(ROOT / "configs" / f"{config}.yaml")
+    result = run_cli(path, "--max-frames", str(frames), "--output", str(out))
     assert result.returncode == 0, result.stderr
-    frames = [json.loads(line)["results"]["panoptic"] for line in out.read_text().splitlines()]
+    return [json.loads(line)["results"][stage] for line in out.read_text().splitlines()]
+
+
+def test_panoptic_job_segments_and_tracks_the_held_out_scene(tmp_path: Path) -> None:
+    frames = job_results(tmp_path, "panoptic", "panoptic", 8)
     assert len(frames) == 8
     for segments in (f["segments"] for f in frames):
         assert {s["class"] for s in segments.values() if not s["is_thing"]} >= {8, 10}
@@ -84,11 +90,7 @@ def test_panoptic_job_segments_and_tracks_the_held_out_scene(tmp_path: Path) -> 
 
 
 def test_densepose_job_finds_the_people_of_the_held_out_scene(tmp_path: Path) -> None:
-    out = tmp_path / "densepose.jsonl"
-    config = str(ROOT / "configs" / "densepose.yaml")
-    result = run_cli(config, "--max-frames", "6", "--output", str(out))
-    assert result.returncode == 0, result.stderr
-    frames = [json.loads(line)["results"]["people"] for line in out.read_text().splitlines()]
+    frames = job_results(tmp_path, "densepose", "people", 6)
     assert len(frames) == 6
     assert all(len(f["boxes"]) >= 1 for f in frames)  # the scene always has someone in view
     # every 2nd frame is carried by flow, so it keeps the previous frame's people
