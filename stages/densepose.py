@@ -19,12 +19,12 @@ import torch
 
 from evaluation.temporal import backward_flow
 from models import densepose
-from models.checkpoints import weights_meta
 from pipeline.config import register
 from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult
 from pipeline.stage import Stage
+from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
 
@@ -105,8 +105,14 @@ class DensePoseDetector(Stage):
             raise ModelError(f"densepose: device {self.device} asked for, but CUDA is unavailable")
         if self.threads:
             torch.set_num_threads(self.threads)
-        meta = {} if self.weights == "random" else weights_meta(self.weights)
-        self.variant = self.variant or meta.get("variant", "densepose_rcnn_R_50_FPN_s1x")
+        self.variant, meta = sidecar_variant(
+            "densepose",
+            "DensePose",
+            self.weights,
+            self.variant,
+            "densepose_rcnn_R_50_FPN_s1x",
+            densepose.VARIANTS,
+        )
         self.size = self.size or meta.get("input_size", densepose.MIN_SIZE)
         model = densepose.build_model(self.variant)
         if self.weights == "random":

@@ -28,6 +28,7 @@ from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
 from stages.intermediate import drop_intermediates, intermediate
+from stages.model_weights import sidecar_variant
 from stages.tracking import IoUTracker
 
 log = logging.getLogger("framegraph")
@@ -151,8 +152,14 @@ class YolactEdgeDetector(Stage):
             raise ModelError(
                 f"yolact_edge: device {self.device} asked for, but CUDA is not available"
             )
-        meta = {} if self.weights == "random" else yolact_edge.weights_meta(self.weights)
-        self.variant = self.variant or meta.get("variant", "yolact_edge_vid_mobilenetv2")
+        self.variant, meta = sidecar_variant(
+            "yolact_edge",
+            "YolactEdge",
+            self.weights,
+            self.variant,
+            "yolact_edge_vid_mobilenetv2",
+            yolact_edge.VARIANTS,
+        )
         self.class_names = self.class_names or tuple(meta.get("class_names", ())) or None
         self.size = self.size or meta.get("input_size", yolact_edge.MAX_SIZE)
         model = yolact_edge.build_model(self.variant, self.class_names)

@@ -21,13 +21,14 @@ import torch
 
 from evaluation.temporal import backward_flow
 from models import vpsnet
-from models.checkpoints import read_checkpoint, weights_meta
+from models.checkpoints import read_checkpoint
 from models.vpsnet.weights import flownet2_state_dict
 from pipeline.config import register
 from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import PanopticSegmentation
 from pipeline.stage import Stage
+from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
 
@@ -125,13 +126,9 @@ class VPSNetSegmenter(Stage):
             raise ModelError(f"vpsnet: device {self.device} asked for, but CUDA is unavailable")
         if self.threads:
             torch.set_num_threads(self.threads)
-        meta = {} if self.weights == "random" else weights_meta(self.weights)
-        self.variant = self.variant or meta.get("variant", "fusetrack")
-        if self.variant not in vpsnet.VARIANTS:
-            raise ModelError(
-                f"vpsnet: {self.weights} is not VPSNet weights (its sidecar names the variant "
-                f"{self.variant!r})"
-            )
+        self.variant, meta = sidecar_variant(
+            "vpsnet", "VPSNet", self.weights, self.variant, "fusetrack", vpsnet.VARIANTS
+        )
         self.scale = tuple(self.scale or meta.get("input_scale", vpsnet.TEST_SCALE))
         model = vpsnet.build_model(self.variant)
         config = model.config
