@@ -56,6 +56,7 @@ from tools.train_style import (  # noqa: E402
     to_tensor,
     window_mean,
 )
+from tools.training import command_line  # noqa: E402
 
 SEPIA = torch.tensor(
     [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]]
@@ -246,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "discriminator": {"ndf": args.ndf, "n_layers": 3, "norm": "instance"},
         "domains": {"A": "bundled frames and photos", "B": "vintage(A): sepia 80 %, faded"},
         "input": "RGB in [-1, 1] [N, 3, H, W], H and W multiples of 4; output tanh [-1, 1]",
-        "command": "python tools/train_cyclegan.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train_cyclegan.py", argv),
         "steps": args.steps,
         "size": args.size,
         "batch": args.batch,

@@ -36,14 +36,16 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import box_ap, densepose_scores  # noqa: E402
 from models import densepose  # noqa: E402
-from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_checkpoint  # noqa: E402
+from models.checkpoints import imagenet_mobilenet_v2  # noqa: E402
 from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: E402
 from stages.densepose import densepose_result  # noqa: E402
 from synthetic.categories import PERSON  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
 from tools.training import (  # noqa: E402
+    command_line,
     lineage,
     parse_trainer_arguments,
+    save_compact,
     train_steps,
     trainer_arguments,
 )
@@ -181,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             model, sequences, args.steps, args.batch, args.lr, args.size, rng, args.minutes, log
         )
     train_minutes = (time.perf_counter() - start) / 60
-    stored = compact(model.state_dict())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(stored, args.out)
-    densepose.load_weights(model, expand(read_checkpoint(args.out)))  # score what is saved
+    save_compact(model, args.out)  # and score what is saved
     held_out = render(eval_seeds, args.eval_frames, args.size)
     scores = evaluate(model, held_out, args.size)
     print(table(scores))
@@ -192,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "variant": VARIANT,
         "classes": ["person"],
         "input_size": args.size,
-        "command": "python tools/train_densepose.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train_densepose.py", argv),
         "train_seeds": train_seeds,
         "train_frames": args.frames,
         "eval_seeds": eval_seeds,

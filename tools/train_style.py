@@ -47,6 +47,7 @@ from models.translation.losses import (  # noqa: E402
     gram_matrix,
     style_loss,
 )
+from tools.training import command_line  # noqa: E402
 
 CLIPS = {"pedestrians.mp4": 10, "faces.mp4": 25}
 """Bundled clip -> keep every n-th frame (neighbouring frames are near duplicates)."""
@@ -222,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "variant": VARIANT,
         "input": "RGB 0..255 [N, 3, H, W]; output clamp(0, 255)",
         "style": style_name,
-        "command": "python tools/train_style.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train_style.py", argv),
         "steps": args.steps,
         "size": args.size,
         "batch": args.batch,

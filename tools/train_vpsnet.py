@@ -40,13 +40,15 @@ from evaluation.panoptic import PQStat, pq, summarize, vpq  # noqa: E402
 from evaluation.temporal import backward_flow  # noqa: E402
 from evaluation.tracking import id_switches  # noqa: E402
 from models import vpsnet  # noqa: E402
-from models.checkpoints import compact, expand, imagenet_mobilenet_v2, read_checkpoint  # noqa: E402
+from models.checkpoints import imagenet_mobilenet_v2  # noqa: E402
 from models.vpsnet.loss import PanopticTargets, vpsnet_losses  # noqa: E402
 from synthetic.categories import BY_ID, STUFF_IDS, THING_IDS  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
 from tools.training import (  # noqa: E402
+    command_line,
     lineage,
     parse_trainer_arguments,
+    save_compact,
     train_steps,
     trainer_arguments,
 )
@@ -251,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         log = stack.enter_context(args.log.open("a")) if args.log else None
         losses = train(model, sequences, args.steps, args.batch, args.lr, rng, args.minutes, log)
     train_minutes = (time.perf_counter() - start) / 60
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(compact(model.state_dict()), args.out)
-    vpsnet.load_weights(model, expand(read_checkpoint(args.out)))  # score what is saved
+    save_compact(model, args.out)  # and score what is saved
     held_out = render(eval_seeds, args.eval_frames, args.width, args.height)
     scores = evaluate(model, held_out)
     print(table(scores))
@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "input_scale": [max(args.width, args.height), min(args.width, args.height)],
         "category_ids": CATEGORY_IDS,
         "classes": [BY_ID[c].name for c in CATEGORY_IDS],
-        "command": "python tools/train_vpsnet.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train_vpsnet.py", argv),
         "train_seeds": train_seeds,
         "train_frames": args.frames,
         "eval_seeds": eval_seeds,

@@ -41,14 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import mask_ap  # noqa: E402
 from models import yolact_edge  # noqa: E402
-from models.checkpoints import (  # noqa: E402
-    compact,
-    expand,
-    imagenet_mobilenet_v2,
-)
+from models.checkpoints import imagenet_mobilenet_v2  # noqa: E402
 from models.yolact_edge.loss import Target, yolact_loss  # noqa: E402
 from synthetic.categories import CATEGORIES  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
+from tools.training import command_line, save_compact  # noqa: E402
 
 THINGS = tuple(c.name for c in CATEGORIES if c.isthing)
 VARIANT = "yolact_edge_vid_mobilenetv2"
@@ -245,18 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.video_steps
         else []
     )
-    stored = compact(model.state_dict())
-    model.load_state_dict(expand(stored))  # evaluate exactly what is saved
+    save_compact(model, args.out)  # and evaluate exactly what is saved
     held_out = render(eval_seeds, args.frames, args.size)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(stored, args.out)
     meta = {
         "variant": VARIANT,
         "class_names": list(THINGS),
         "input_size": args.size,
-        "command": "python tools/train_yolact_edge.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train_yolact_edge.py", argv),
         "train_seeds": train_seeds,
         "eval_seeds": eval_seeds,
         **ap_fields(model, held_out, args.size),

@@ -1,10 +1,12 @@
-"""What our detector trainers share: the optimisation loop and the sidecar's lineage."""
+"""What our trainers share: the optimisation loop, compact saving, and the sidecar's command
+and lineage."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +14,10 @@ from typing import TextIO
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
+
+from models.checkpoints import compact, expand, read_checkpoint
 
 
 def trainer_arguments(
@@ -110,6 +114,20 @@ def train_steps(
                 flush=True,
             )
     return losses
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The sidecar's ``command``: how ``tools/<script>`` was run (``argv`` default: this
+    process's arguments)."""
+    return f"python tools/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def save_compact(model: nn.Module, path: Path) -> None:
+    """Stores ``model``'s weights compactly (``models.checkpoints.compact``) at ``path``, then
+    loads the stored weights back into ``model``, so what is scored next is what was saved."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(compact(model.state_dict()), path)
+    model.load_state_dict(expand(read_checkpoint(path)), strict=True)
 
 
 def lineage(init: Path | None) -> dict:
