@@ -23,29 +23,92 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import retinaface  # noqa: E402
+from models import retinaface, translation, yolact_edge  # noqa: E402
 from models.backends import (  # noqa: E402
     BackendUnavailable,
     GraphSpec,
+    TorchBackend,
     cached_onnx,
     create_backend,
 )
+from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs  # noqa: E402
 
-MOBILENET = "retinaface mobilenet0.25 (packaged weights)"
-RESNET = "retinaface resnet50 (random weights)"
-CASES = [  # label, model factory, input shape
-    (MOBILENET, retinaface.pretrained, (1, 3, 480, 640)),
-    (MOBILENET, retinaface.pretrained, (1, 3, 720, 1280)),
-    (RESNET, lambda: retinaface.build_model("resnet50"), (1, 3, 480, 640)),
-]
+DEMO_YOLACT = ROOT / "models/yolact_edge/weights/synthetic_mobilenetv2.pth"
+
+
+@dataclass
+class Case:
+    """One row group: a graph with real weights where we have them, and its input."""
+
+    label: str
+    family: str
+    build: Callable[[], tuple[nn.Module, GraphSpec, tuple[torch.Tensor, ...]]]
+
+
+def retinaface_case(variant: str, height: int, width: int):
+    def build():
+        if variant == "mobilenet0.25":
+            model = retinaface.pretrained()
+            x = torch.randn(1, 3, height, width) * 50  # trained nets see BGR minus the mean
+        else:
+            model = retinaface.build_model(variant)  # no packaged weights: random
+            x = torch.randn(1, 3, height, width)
+        return model.eval(), retinaface.graph_spec(), (x,)
+
+    return build
+
+
+def yolact_edge_case(keyframe: bool):
+    def build():
+        meta = yolact_edge.weights_meta(DEMO_YOLACT)
+        model = yolact_edge.build_model(meta["variant"], tuple(meta["class_names"]))
+        yolact_edge.load_weights(model, DEMO_YOLACT)
+        size = meta["input_size"]
+        key_spec, non_key_spec = graph_specs(size)
+        x = torch.randn(*key_spec.example[0])
+        if keyframe:
+            return KeyframeGraph(model.eval()), key_spec, (x,)
+        with torch.inference_mode():
+            state = KeyframeGraph(model.eval())(torch.randn(*key_spec.example[0]))[4:]
+        return NonKeyframeGraph(model), non_key_spec, (x, *state)
+
+    return build
+
+
+def translation_case(network: str, height: int, width: int):
+    def build():
+        graph = translation.TranslatorGraph(translation.load_translator(network))
+        return graph, translation.graph_spec(height, width), (torch.rand(1, 3, height, width),)
+
+    return build
+
+
+CASES = [
+    Case("RetinaFace MobileNet0.25 (packaged weights), 640x480", "retinaface",
+         retinaface_case("mobilenet0.25", 480, 640)),
+    Case("RetinaFace MobileNet0.25 (packaged weights), 1280x720", "retinaface",
+         retinaface_case("mobilenet0.25", 720, 1280)),
+    Case("RetinaFace ResNet-50 (random weights), 640x480", "retinaface",
+         retinaface_case("resnet50", 480, 640)),
+    Case("YolactEdge MobileNetV2 (demo weights) keyframe, 320x320", "yolact_edge",
+         yolact_edge_case(keyframe=True)),
+    Case("YolactEdge MobileNetV2 (demo weights) non-keyframe, 320x320", "yolact_edge",
+         yolact_edge_case(keyframe=False)),
+    Case("multistyle26 (packaged weights), 512x288", "translation",
+         translation_case("multistyle26", 288, 512)),
+    Case("CycleGAN vintagify (packaged weights), 512x288", "translation",
+         translation_case("vintagify", 288, 512)),
+]  # fmt: skip
 
 
 def median_ms(call: Callable[[], object], repeats: int, cuda: bool = False) -> float:
@@ -67,31 +130,31 @@ def max_diff(outputs, reference) -> float:
     )
 
 
-def run_case(label: str, factory, shape: tuple[int, ...], args: argparse.Namespace) -> list[tuple]:
+def run_case(case: Case, args: argparse.Namespace) -> tuple[list[tuple], float, float]:
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    x = torch.randn(shape) * (50 if "packaged" in label else 1)  # trained nets see BGR - mean
-    spec: GraphSpec = retinaface.graph_spec()
-    rows = []
-    model = factory().eval()
     torch.set_num_threads(args.threads)
+    model, spec, inputs = case.build()
+    rows = []
     with torch.inference_mode():
-        reference = model(x)
-        rows.append(("torch eager fp32 (cpu)", median_ms(lambda: model(x), args.repeats), 0.0))
+        reference = TorchBackend(model)(*inputs)
+        rows.append(
+            ("torch eager fp32 (cpu)", median_ms(lambda: model(*inputs), args.repeats), 0.0)
+        )
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
-    path = cached_onnx(model, spec, "retinaface")
+    path = cached_onnx(model, spec, case.family)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"input": x.numpy()}
+    feed = {name: x.numpy() for name, x in zip(spec.inputs, inputs, strict=True)}
     raw = [torch.from_numpy(o) for o in session.run(None, feed)]
     raw_ms = median_ms(lambda: session.run(None, feed), args.repeats)
     rows.append(("onnxruntime, raw session (cpu)", raw_ms, max_diff(raw, reference)))
 
-    ours = create_backend("onnxruntime", model, spec, "retinaface", threads=args.threads)
-    ours_ms = median_ms(lambda: ours(x), args.repeats)
-    rows.append(("ours: onnxruntime backend (cpu)", ours_ms, max_diff(ours(x), reference)))
+    ours = create_backend("onnxruntime", model, spec, case.family, threads=args.threads)
+    ours_ms = median_ms(lambda: ours(*inputs), args.repeats)
+    rows.append(("ours: onnxruntime backend (cpu)", ours_ms, max_diff(ours(*inputs), reference)))
 
     if torch.cuda.is_available():
         for name, kwargs in (
@@ -102,14 +165,13 @@ def run_case(label: str, factory, shape: tuple[int, ...], args: argparse.Namespa
         ):
             kind = kwargs.pop("kind", "torch")
             try:
-                backend = create_backend(
-                    kind, factory().eval(), spec, "retinaface", "cuda", **kwargs
-                )
+                fresh, _, _ = case.build()
+                backend = create_backend(kind, fresh, spec, case.family, "cuda", **kwargs)
             except BackendUnavailable as error:
                 print(f"  skipped {name}: {error}")
                 continue
-            ms = median_ms(lambda b=backend: b(x), args.repeats, cuda=True)
-            rows.append((name, ms, max_diff(backend(x), reference)))
+            ms = median_ms(lambda b=backend: b(*inputs), args.repeats, cuda=True)
+            rows.append((name, ms, max_diff(backend(*inputs), reference)))
     return rows, raw_ms, ours_ms
 
 
@@ -117,12 +179,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="cases whose label has any of these words")
     args = parser.parse_args()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(f"torch {torch.__version__}, {args.threads} CPU threads, {device}")
-    for label, factory, shape in CASES:
-        rows, raw_ms, ours_ms = run_case(label, factory, shape, args)
-        print(f"\n{label}, input {'x'.join(map(str, shape))}")
+    for case in CASES:
+        if args.only and not any(word.lower() in case.label.lower() for word in args.only):
+            continue
+        rows, raw_ms, ours_ms = run_case(case, args)
+        print(f"\n{case.label}")
         print(f"  {'backend':34s} {'ms':>8s} {'calls/s':>8s} {'max |diff|':>11s}")
         for name, ms, diff in rows:
             print(f"  {name:34s} {ms:8.2f} {1e3 / ms:8.1f} {diff:11.2e}")

@@ -9,7 +9,6 @@ name and are removed by the postprocess stage, so sinks never see them.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,15 +17,14 @@ import numpy as np
 import torch
 
 from models import retinaface
-from models.backends import Backend, BackendError, create_backend, create_fastest_backend
+from models.backends import Backend
 from pipeline.config import register
 from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
 from stages.intermediate import drop_intermediates, intermediate
-
-log = logging.getLogger("framegraph")
+from stages.model_backend import open_backend
 
 
 @dataclass
@@ -132,22 +130,9 @@ class FaceDetector(Stage):
         except (retinaface.TinyRetinaFaceMissingError, ValueError) as error:
             raise ModelError(f"face_detector: {str(error).splitlines()[0]}") from None
         precision = "fp16" if self.half else "fp32"
-        spec = retinaface.graph_spec()
-        try:
-            if self.backend_kind == "auto":
-                self.backend, timings = create_fastest_backend(
-                    ("torch", "onnxruntime"), model, spec, "retinaface", self.device, precision,
-                    self.threads,
-                )  # fmt: skip
-                log.info("face_detector: %s (median ms: %s)", self.backend.name,
-                         {k: round(v * 1e3, 1) for k, v in timings.items()})  # fmt: skip
-            else:
-                self.backend = create_backend(
-                    self.backend_kind, model, spec, "retinaface", self.device, precision,
-                    self.threads,
-                )  # fmt: skip
-        except BackendError as error:
-            raise ModelError(f"face_detector: {error}") from None
+        self.backend = open_backend("face_detector", self.backend_kind, model,
+                                    retinaface.graph_spec(), "retinaface", self.device, precision,
+                                    self.threads)  # fmt: skip
 
     def process(self, frame: Frame) -> Frame:
         batch = intermediate(frame, self.input, FaceBatch, self.name)

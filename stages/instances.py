@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from models import yolact_edge
-from models.backends import Backend, BackendError, create_backend, create_fastest_backend
+from models.backends import Backend
 from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
 from pipeline.config import register
 from pipeline.errors import ConfigError, ModelError
@@ -28,6 +28,7 @@ from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
 from stages.intermediate import drop_intermediates, intermediate
+from stages.model_backend import open_backend
 from stages.model_weights import sidecar_variant
 from stages.tracking import IoUTracker
 
@@ -180,17 +181,8 @@ class YolactEdgeDetector(Stage):
         )
 
     def _backend(self, graph: torch.nn.Module, spec) -> Backend:
-        options = (graph, spec, "yolact_edge", self.device, "fp32", self.threads,
-                   self.channels_last)  # fmt: skip
-        try:
-            if self.backend_kind == "auto":
-                backend, timings = create_fastest_backend(("torch", "onnxruntime"), *options)
-                log.info("yolact_edge: %s (median ms: %s)", backend.name,
-                         {k: round(v * 1e3, 1) for k, v in timings.items()})  # fmt: skip
-                return backend
-            return create_backend(self.backend_kind, *options)
-        except BackendError as error:
-            raise ModelError(f"yolact_edge: {error}") from None
+        return open_backend("yolact_edge", self.backend_kind, graph, spec, "yolact_edge",
+                            self.device, "fp32", self.threads, self.channels_last)  # fmt: skip
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self.states.setdefault(source_id, _SourceState()).force = True

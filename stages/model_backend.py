@@ -1,0 +1,61 @@
+"""How a model stage opens the backend that runs its network: one rule for every family."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from models.backends import (
+    Backend,
+    BackendError,
+    GraphSpec,
+    create_backend,
+    create_fastest_backend,
+)
+from pipeline.errors import ModelError
+
+log = logging.getLogger("framegraph")
+
+AUTO_CANDIDATES = ("torch", "onnxruntime")
+
+
+def open_backend(
+    stage: str,
+    kind: str,
+    graph: nn.Module,
+    spec: GraphSpec,
+    family: str,
+    device: torch.device,
+    precision: str = "fp32",
+    threads: int | None = None,
+    channels_last: bool = False,
+) -> Backend:
+    """The backend ``kind`` for ``graph``; ``auto`` measures torch and onnxruntime on the
+    spec's example input and keeps the faster (the choice and timings are logged).
+
+    Args:
+        stage: the stage kind, for messages (e.g. "translate").
+        kind: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``.
+        graph: the tensor-in, tensors-out module with the family's official weights.
+        spec: its graph interface.
+        family: the model family (the folder of its cached exports).
+        device: where it runs.
+        precision: ``fp32``, or ``fp16`` / ``bf16`` on CUDA.
+        threads: CPU threads of onnxruntime.
+        channels_last: torch: NHWC memory format.
+
+    Raises:
+        ModelError: no such backend here, or its export / build failed (one line).
+    """
+    options = (graph, spec, family, device, precision, threads, channels_last)
+    try:
+        if kind != "auto":
+            return create_backend(kind, *options)
+        backend, timings = create_fastest_backend(AUTO_CANDIDATES, *options)
+    except BackendError as error:
+        raise ModelError(f"{stage}: {error}") from None
+    log.info("%s: %s (median ms: %s)", stage, backend.name,
+             {name: round(seconds * 1e3, 1) for name, seconds in timings.items()})  # fmt: skip
+    return backend
