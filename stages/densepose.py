@@ -10,8 +10,10 @@ motion inside the box), so the overlay follows people without running the networ
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -24,6 +26,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult
 from pipeline.stage import Stage
+from stages.model_backend import open_backend
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
@@ -70,7 +73,13 @@ class DensePoseDetector(Stage):
         every: run the network every this many frames; results are carried by optical flow
             in between (1 = every frame).
         device: ``cpu`` or ``cuda``.
-        threads: torch CPU threads (default: torch's).
+        half: run the whole-image part in float16 (CUDA only; torch and tensorrt backends).
+        backend: what runs the whole-image part (backbone, FPN, RPN head, DensePose decoder;
+            models/backends): ``torch``, ``onnxruntime`` (our export with dynamic size, made
+            once and cached), ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the faster
+            of torch and onnxruntime, measured at the working size when the stage opens). The
+            heads on each person's box run in torch.
+        threads: CPU threads of torch and onnxruntime (default: theirs).
     """
 
     produces = (DensePoseResult,)
@@ -85,6 +94,8 @@ class DensePoseDetector(Stage):
         min_score: float = 0.8,
         every: int = 1,
         device: str = "cpu",
+        half: bool = False,
+        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
     ) -> None:
         if variant is not None and variant not in densepose.VARIANTS:
@@ -96,13 +107,15 @@ class DensePoseDetector(Stage):
         self.variant, self.weights, self.size, self.max_size = variant, weights, size, max_size
         self.min_score, self.every = min_score, every
         self.device = torch.device(device)
-        self.threads = threads
+        self.half, self.backend_kind, self.threads = half, backend, threads
         self._carried: dict[str, _Carried] = {}
         self.counts = {"network": 0, "carried": 0}
 
     def open(self) -> None:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"densepose: device {self.device} asked for, but CUDA is unavailable")
+        if self.half and self.device.type != "cuda":
+            raise ConfigError("densepose: half precision needs a CUDA device")
         if self.threads:
             torch.set_num_threads(self.threads)
         self.variant, meta = sidecar_variant(
@@ -123,6 +136,16 @@ class DensePoseDetector(Stage):
             except (OSError, ValueError) as error:
                 raise ModelError(f"densepose: {str(error).splitlines()[0]}") from None
         self.model = model.eval().to(self.device)
+        # The torch backend casts its module in place: in float16 it gets its own copy, so the
+        # heads on the boxes keep running in float32 on the shared model.
+        graph = densepose.DenseGraph(copy.deepcopy(self.model) if self.half else self.model)
+        height = self.size + -self.size % 32
+        width = round(self.size * 16 / 9)
+        self.backend = open_backend(
+            "densepose", self.backend_kind, graph,
+            densepose.graph_spec(height, width + -width % 32), "densepose", self.device,
+            "fp16" if self.half else "fp32", self.threads,
+        )  # fmt: skip
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self._carried.pop(source_id, None)  # the flow cannot bridge lost frames
@@ -130,7 +153,10 @@ class DensePoseDetector(Stage):
     @torch.inference_mode()
     def detect(self, image: np.ndarray) -> DensePoseResult:
         """Runs the network on one BGR uint8 [H, W, 3] frame."""
-        (found,) = self.model.predict([image], self.size, self.max_size)
+        batch, sizes, originals = densepose.to_input([image], self.size, self.max_size,
+                                                     self.device)  # fmt: skip
+        raw = densepose.raw_outputs(self.backend(batch))
+        (found,) = self.model.inference(batch, sizes, originals, raw)
         return densepose_result(found, self.min_score)
 
     @staticmethod

@@ -2,11 +2,13 @@
 
 Runs on CPU and GPU, with detectron2's parameter names so the model-zoo ``model_final_*.pkl``
 files load with strict matching (``weights``); the RPN, box head and DensePose head follow
-detectron2's test-time computation (anchors, decoding, level assignment, NMS). Facts:
+detectron2's test-time computation (anchors, decoding, level assignment, NMS); ``export``
+makes the whole-image part one graph for the backends. Facts:
 ../shared/reference/models-per-frame.md part 2.
 """
 
 from .config import MAX_SIZE, MIN_SIZE, PIXEL_MEAN_BGR, VARIANTS, DensePoseConfig
+from .export import DenseGraph, graph_spec, raw_outputs
 from .net import DensePoseInstances, DensePoseRCNN, build_model
 from .postprocess import box_size, chart_result, chart_results, quantize
 from .preprocess import resized_size, to_input
@@ -18,6 +20,7 @@ __all__ = [
     "MIN_SIZE",
     "PIXEL_MEAN_BGR",
     "VARIANTS",
+    "DenseGraph",
     "DensePoseConfig",
     "DensePoseInstances",
     "DensePoseRCNN",
@@ -27,9 +30,11 @@ __all__ = [
     "cell_anchors",
     "chart_result",
     "chart_results",
+    "graph_spec",
     "grid_anchors",
     "load_weights",
     "quantize",
+    "raw_outputs",
     "read_model_zoo_pkl",
     "resized_size",
     "to_input",

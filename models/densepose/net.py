@@ -103,6 +103,7 @@ class DensePoseRCNN(nn.Module):
         images: Tensor,
         image_sizes: Sequence[tuple[int, int]] | None = None,
         output_sizes: Sequence[tuple[int, int]] | None = None,
+        raw: dict[str, list[Tensor] | Tensor] | None = None,
     ) -> list[DensePoseInstances]:
         """Detections and their chart predictions, as detectron2's ``GeneralizedRCNN.inference``.
 
@@ -114,6 +115,8 @@ class DensePoseRCNN(nn.Module):
                 original image's (default: ``image_sizes``, i.e. boxes in the network's
                 input pixels). As detectron2's ``detector_postprocess``, boxes are then
                 clipped to it and boxes left empty are dropped.
+            raw: ``forward(images)`` when another backend ran it (``export.raw_outputs``);
+                None runs it here.
 
         Returns:
             per image a ``DensePoseInstances`` with K <= ``config.detections_per_image``.
@@ -122,7 +125,7 @@ class DensePoseRCNN(nn.Module):
         if image_sizes is None:
             image_sizes = [tuple(images.shape[2:])] * len(images)
         output_sizes = list(output_sizes) if output_sizes is not None else list(image_sizes)
-        raw = self(images)
+        raw = self(images) if raw is None else raw
         proposals = self.proposal_generator.proposals(
             raw["objectness_logits"],
             raw["anchor_deltas"],

@@ -409,3 +409,35 @@ def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
     assert scores.foreground_iou > 0.7 and scores.part_iou > 0.5 and scores.uv_error < 0.17
     # the back-facing people get back-view parts: the torso's back (1) as well as its front (2)
     assert scores.per_part_iou[1] > 0.5 and scores.per_part_iou[2] > 0.5
+
+
+def test_dense_graph_on_onnxruntime_matches_torch_and_gives_the_same_people(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from models.backends import TorchBackend, create_backend
+    from models.checkpoints import weights_meta
+    from models.densepose import DenseGraph, graph_spec, raw_outputs, to_input
+    from models.densepose.export import OUTPUTS
+    from synthetic.generator import generate
+
+    meta = weights_meta(DEMO)
+    model = load_weights(build_model(meta["variant"]), DEMO).eval()
+    graph = DenseGraph(model)
+    image = next(iter(generate(9001, 1, 240, 320))).image  # held out, people in it
+    batch, sizes, originals = to_input(image, 320, 1333)
+    assert batch.shape[-2:] != (320, 448)  # not the size it is exported at: dynamic
+    expected = TorchBackend(graph)(batch)
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    outputs = create_backend("onnxruntime", graph, graph_spec(), "densepose", threads=2)(batch)
+    for name, ours, theirs in zip(OUTPUTS, outputs, expected, strict=True):
+        assert ours.shape == theirs.shape, name
+        # within 1e-4 of each map's own scale (FPN features reach tens)
+        assert float((ours - theirs).abs().max()) <= 1e-4 * max(1.0, float(theirs.abs().max()))
+    with torch.inference_mode():
+        (by_torch,) = model.inference(batch, sizes, originals)
+        (by_onnxruntime,) = model.inference(batch, sizes, originals, raw_outputs(outputs))
+    assert (by_torch.scores > 0.8).sum() >= 1
+    assert len(by_torch) == len(by_onnxruntime)
+    assert torch.allclose(by_torch.boxes, by_onnxruntime.boxes, atol=1e-2)
+    parts_agree = (by_torch.fine_segm.argmax(1) == by_onnxruntime.fine_segm.argmax(1)).float()
+    assert parts_agree.mean() > 0.999

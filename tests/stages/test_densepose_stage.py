@@ -31,7 +31,7 @@ def shifted() -> list[np.ndarray]:
 def make(**kwargs) -> DensePoseDetector:
     torch.manual_seed(0)
     options = {"variant": "densepose_rcnn_mobilenetv2_FPN", "weights": "random", "size": 128,
-               "min_score": 0.0}  # fmt: skip
+               "min_score": 0.0, "backend": "torch"}  # fmt: skip
     stage = DensePoseDetector(**{**options, **kwargs})
     stage.name = "dp"
     stage.open()
@@ -87,3 +87,22 @@ def test_configuration_and_weights_errors(tmp_path) -> None:
     with pytest.raises(ModelError) as error:
         stage.open()
     assert "not found" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_onnxruntime_runs_the_whole_image_part_with_the_same_people(
+    shifted: list[np.ndarray], tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    by_torch = make().process(frame(shifted[0], 0)).results["dp"]
+    stage = make(backend="onnxruntime", threads=1)
+    assert stage.backend.name == "onnxruntime"
+    by_onnxruntime = stage.process(frame(shifted[0], 0)).results["dp"]
+    assert len(by_torch.boxes) == len(by_onnxruntime.boxes) >= 1
+    assert np.abs(by_torch.boxes - by_onnxruntime.boxes).max() < 0.05
+    for ours, theirs in zip(by_onnxruntime.parts, by_torch.parts, strict=True):
+        assert ours.shape == theirs.shape and (ours == theirs).mean() > 0.99
+
+
+def test_half_precision_needs_cuda() -> None:
+    with pytest.raises(ConfigError, match="half precision needs a CUDA device"):
+        DensePoseDetector(weights="random", half=True).open()
