@@ -12,8 +12,10 @@ Cityscapes-VPS convention), so ``draw`` keeps one colour per track.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 
 from evaluation.temporal import backward_flow
 from models import vpsnet
+from models.backends import Backend
 from models.checkpoints import read_checkpoint
 from models.vpsnet.weights import flownet2_state_dict
 from pipeline.config import register
@@ -28,6 +31,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import PanopticSegmentation
 from pipeline.stage import Stage
+from stages.model_backend import open_backend
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
@@ -75,7 +79,14 @@ class VPSNetSegmenter(Stage):
         category_ids: the category id of each semantic class, stuff first then things
             (default: the sidecar's, else 1, 2, ...).
         device: ``cpu`` or ``cuda``.
-        threads: torch CPU threads (default: torch's).
+        half: run the whole-image part in float16 (CUDA only; torch and tensorrt backends).
+        backend: what runs the whole-image part (backbone, FPN, fusion, RPN and semantic
+            heads; models/backends): ``torch``, ``onnxruntime``, ``tensorrt`` (needs TensorRT
+            and a GPU) or ``auto`` (the faster of torch and onnxruntime). Exports have fixed
+            shapes (see ``models.vpsnet.export``), so the backends for an input size are made,
+            and ``auto`` measured, at the first frame of that size. The heads on the
+            detections, tracking and FlowNet2 run in torch.
+        threads: CPU threads of torch and onnxruntime (default: theirs).
     """
 
     produces = (PanopticSegmentation,)
@@ -92,6 +103,8 @@ class VPSNetSegmenter(Stage):
         max_gap: int = 5,
         category_ids: list[int] | None = None,
         device: str = "cpu",
+        half: bool = False,
+        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
     ) -> None:
         if variant is not None and variant not in vpsnet.VARIANTS:
@@ -117,13 +130,16 @@ class VPSNetSegmenter(Stage):
         self.flownet2: vpsnet.FlowNet2 | None = None
         self.category_ids = category_ids
         self.device = torch.device(device)
-        self.threads = threads
+        self.half, self.backend_kind, self.threads = half, backend, threads
+        self._backends: dict[tuple[int, ...], tuple[Backend, Backend | None]] = {}
         self.videos: dict[str, _Video] = {}
         self.counts = {"frames": 0, "new_videos": 0}
 
     def open(self) -> None:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"vpsnet: device {self.device} asked for, but CUDA is unavailable")
+        if self.half and self.device.type != "cuda":
+            raise ConfigError("vpsnet: half precision needs a CUDA device")
         if self.threads:
             torch.set_num_threads(self.threads)
         self.variant, meta = sidecar_variant(
@@ -153,6 +169,31 @@ class VPSNetSegmenter(Stage):
             self.flownet2 = self._open_flownet2(checkpoint).eval().to(self.device)
         del checkpoint
         self.model = model.eval().to(self.device)
+        # The torch backend casts its module in place: in float16 the graphs get their own
+        # copy, so the heads on the detections keep running in float32 on the shared model.
+        self._graph_model = copy.deepcopy(self.model) if self.half else self.model
+
+    def backends(self, image: torch.Tensor) -> tuple[Backend, Backend | None]:
+        """The first-frame and next-frame backends for ``image``'s size (the latter None
+        without fusion), made at the first frame of that size."""
+        size = tuple(image.shape[2:])
+        if size not in self._backends:
+            first_spec, next_spec = vpsnet.graph_specs(self.model.config.channels, *size)
+            options = ("vpsnet", self.device, "fp16" if self.half else "fp32", self.threads)
+            first = open_backend(
+                "vpsnet",
+                self.backend_kind,
+                vpsnet.FirstFrameGraph(self._graph_model),
+                first_spec,
+                *options,
+            )
+            following = None
+            if self.model.config.fusion:
+                following = open_backend("vpsnet", self.backend_kind,
+                                         vpsnet.NextFrameGraph(self._graph_model), next_spec,
+                                         *options)  # fmt: skip
+            self._backends[size] = (first, following)
+        return self._backends[size]
 
     def _open_flownet2(self, checkpoint: object) -> vpsnet.FlowNet2:
         """FlowNet2 with ``flownet2_weights``, else the ``flownet2.*`` part of ``checkpoint``
@@ -205,7 +246,13 @@ class VPSNetSegmenter(Stage):
         resized = vpsnet.resize_frame(frame.image, self.scale)
         image = vpsnet.normalise(resized, self.device)
         flow = self._flow(resized, image, video)
-        out = self.model.inference(image, resized.shape[:2], video.state, flow)
+        first, following = self.backends(image)
+        if video.state.pyramid is None or following is None:
+            outputs = first(image)
+        else:
+            outputs = following(image, *video.state.pyramid, flow)
+        out = self.model.inference(image, resized.shape[:2], video.state, flow,
+                                   vpsnet.raw_outputs(outputs))  # fmt: skip
         video.previous, video.index = resized, frame.index
         if self.flow == "flownet2":
             video.previous_input = image

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.backends.base import GraphSpec
+from models.backends.base import BackendError, GraphSpec
 from models.cache import atomic_export, resolve_cache_dir
 
 
@@ -91,12 +91,20 @@ def cached_onnx(
 
     The export is written to a temporary file and renamed into place, so concurrent processes
     never read half a file. ``model`` is exported in float32 on the CPU whatever its state.
+
+    Raises:
+        BackendError: the model cannot be exported (e.g. an operator ONNX lacks); one line.
     """
     path = resolve_cache_dir(cache_dir) / family / f"onnx-{model_digest(model, spec)[:24]}.onnx"
     if not path.is_file():
         # .float() / .cpu() act in place: export a copy, leave the caller's model alone.
         cpu = copy.deepcopy(model).float().cpu() if _on_cuda_or_half(model) else model
-        atomic_export(path, lambda tmp: export_onnx(cpu, tmp, spec))
+        try:
+            atomic_export(path, lambda tmp: export_onnx(cpu, tmp, spec))
+        except Exception as error:  # the exporter raises many types; all mean "no export"
+            reason = (str(error).strip() or repr(error)).splitlines()[0]
+            reason = reason.split(" [Caused by")[0].split(". Please feel free")[0][:300]
+            raise BackendError(f"cannot export {family} to ONNX: {reason}") from error
     return path
 
 

@@ -7,11 +7,14 @@
     for frame in frames:                       # BGR uint8
         image, size = to_input(frame)
         out = model.eval().inference(image, size, state, flow)
+
+``export`` makes the whole-image part two graphs (first frame, later frames) for the backends.
 """
 
 from __future__ import annotations
 
 from .config import VARIANTS, VPSNetConfig
+from .export import FirstFrameGraph, NextFrameGraph, graph_specs, raw_outputs
 from .flownet2 import FlowNet2, flownet2_flow
 from .net import FrameOutput, VideoState, VPSNet
 from .panoptic import VOID, Detections, PanopticMaps, segment_ids
@@ -37,8 +40,10 @@ __all__ = [
     "VARIANTS",
     "VOID",
     "Detections",
+    "FirstFrameGraph",
     "FlowNet2",
     "FrameOutput",
+    "NextFrameGraph",
     "PanopticMaps",
     "TrackMemory",
     "VPSNet",
@@ -47,9 +52,11 @@ __all__ = [
     "build_model",
     "denormalise",
     "flownet2_flow",
+    "graph_specs",
     "load_flownet2",
     "load_weights",
     "normalise",
+    "raw_outputs",
     "resize_frame",
     "segment_ids",
     "to_input",

@@ -10,6 +10,8 @@ temporal-spatial attention (``tcea_fusion``) merges the two, a 3x3 conv + ReLU
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -176,4 +178,29 @@ class BFPTcea(nn.Module):
         warped = warp(self.gather(reference), flow)
         warped = warp(warped, self.liteflownet(centre, warped, flow))
         fused = self.refine(self.tcea_fusion(torch.stack([centre, warped], dim=1)))
-        return [F.adaptive_max_pool2d(fused, x.shape[2:]) + x for x in current]
+        return [adaptive_max_pool(fused, x.shape[2:]) + x for x in current]
+
+
+def adaptive_max_pool(x: Tensor, size: Sequence[int]) -> Tensor:
+    """``F.adaptive_max_pool2d(x, size)`` in operators ONNX can export at fixed shapes.
+
+    Where the sizes divide, it is a max pool with kernel = stride = the ratio (the same
+    windows); otherwise, while tracing for export, the row and column maxima over adaptive
+    pooling's own windows (rows ``floor(i H / h)`` to ``ceil((i + 1) H / h)``).
+
+    Args:
+        x: [N, C, H, W].
+        size: (h, w), at most (H, W).
+
+    Returns:
+        [N, C, h, w].
+    """
+    (height, width), (h, w) = (int(n) for n in x.shape[2:]), (int(n) for n in size)
+    if height % h == 0 and width % w == 0:
+        return F.max_pool2d(x, (height // h, width // w))
+    if not torch.jit.is_tracing():
+        return F.adaptive_max_pool2d(x, (h, w))
+    rows = [x[:, :, i * height // h : -(-(i + 1) * height // h)].amax(2) for i in range(h)]
+    pooled = torch.stack(rows, 2)
+    columns = [pooled[..., j * width // w : -(-(j + 1) * width // w)].amax(3) for j in range(w)]
+    return torch.stack(columns, 3)

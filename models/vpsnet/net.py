@@ -161,6 +161,7 @@ class VPSNet(nn.Module):
         image_size: tuple[int, int],
         state: VideoState,
         flow: Tensor | None = None,
+        raw: dict[str, list[Tensor] | Tensor] | None = None,
     ) -> FrameOutput:
         """The official test of one video frame, updating ``state``.
 
@@ -169,12 +170,16 @@ class VPSNet(nn.Module):
             image_size: (height, width) before padding.
             state: the video's state (reset it on a cut).
             flow: [1, 2, H, W] from this frame to the previous one, or None (zero).
+            raw: this frame's ``forward`` outputs when another backend ran them
+                (``export.raw_outputs``; fused with ``state.pyramid`` and ``flow``); None runs
+                it here.
 
         Returns:
             :class:`FrameOutput`.
         """
         c = self.config
-        raw = self(image, state.pyramid, flow if state.pyramid is not None else None)
+        if raw is None:
+            raw = self(image, state.pyramid, flow if state.pyramid is not None else None)
         state.pyramid = raw["pyramid"]
         features = raw["features"][:4]
         padded = tuple(image.shape[2:])

@@ -301,3 +301,57 @@ def test_demo_weights_segment_and_track_a_held_out_video() -> None:
         ids.append(set(out.object_ids.tolist()))
     assert pq(predicted, truth, thing_categories=THING_IDS).all.pq > 0.6
     assert len(ids[0] & ids[-1]) >= len(ids[0]) // 2  # most objects keep their ids
+
+
+def test_graphs_on_onnxruntime_match_torch_and_segment_alike(tmp_path: Path, monkeypatch) -> None:
+    from models.backends import TorchBackend, create_backend
+    from models.checkpoints import weights_meta
+    from models.vpsnet import FirstFrameGraph, NextFrameGraph, graph_specs, raw_outputs
+    from models.vpsnet.export import OUTPUTS
+    from synthetic.generator import generate
+
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    meta = weights_meta(DEMO)
+    model = load_weights(build_model(meta["variant"]), DEMO).eval()
+    # 288 high: P2 (72 rows) is no multiple of P6 (5), so the fusion's pooling is adaptive
+    frames = [f.image for f in generate(9002, 3, 352, 288)]
+    first_spec, next_spec = graph_specs(model.config.channels, 288, 352)
+    graphs = (FirstFrameGraph(model), NextFrameGraph(model))
+    by_torch = [TorchBackend(graph) for graph in graphs]
+    by_onnxruntime = [
+        create_backend("onnxruntime", graph, spec, "vpsnet", threads=2)
+        for graph, spec in zip(graphs, (first_spec, next_spec), strict=True)
+    ]
+    states = {"torch": VideoState(), "onnxruntime": VideoState()}
+    for index, image in enumerate(frames):
+        x, size = to_input(image, (352, 288))
+        assert tuple(x.shape[2:]) == (288, 352)
+        flow = torch.randn(1, 2, *x.shape[2:])  # any flow: both sides warp by the same
+        results = {}
+        for name, backends in (("torch", by_torch), ("onnxruntime", by_onnxruntime)):
+            state = states[name]
+            inputs = (x,) if index == 0 else (x, *state.pyramid, flow)
+            outputs = backends[min(index, 1)](*inputs)
+            with torch.inference_mode():
+                results[name] = (
+                    outputs,
+                    model.inference(x, size, state, flow, raw_outputs(outputs)),
+                )
+        (theirs, expected), (ours, out) = results["torch"], results["onnxruntime"]
+        for name, a, b in zip(OUTPUTS, ours, theirs, strict=True):
+            assert float((a - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max())), name
+        for key in ("classes", "instances", "track_ids"):
+            assert (getattr(out.maps, key) == getattr(expected.maps, key)).mean() > 0.999
+        assert len(expected.object_ids) > 0
+        assert out.object_ids.tolist() == expected.object_ids.tolist()
+
+
+def test_adaptive_max_pool_for_export_equals_torchs(monkeypatch) -> None:
+    import torch.nn.functional as F
+
+    from models.vpsnet.fusion import adaptive_max_pool
+
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)  # the export-time path
+    for height, width, h, w in ((72, 88, 5, 6), (64, 80, 4, 5), (13, 7, 4, 3), (9, 9, 9, 9)):
+        x = torch.randn(2, 3, height, width)
+        assert torch.equal(adaptive_max_pool(x, (h, w)), F.adaptive_max_pool2d(x, (h, w)))

@@ -38,7 +38,7 @@ CATEGORY_IDS = sorted(STUFF_IDS) + sorted(THING_IDS)
 def make(**kwargs) -> VPSNetSegmenter:
     torch.manual_seed(0)
     options = {"variant": "fusetrack_mobilenetv2", "weights": "random", "scale": (160, 160),
-               "category_ids": CATEGORY_IDS}  # fmt: skip
+               "category_ids": CATEGORY_IDS, "backend": "torch"}  # fmt: skip
     stage = VPSNetSegmenter(**{**options, **kwargs})
     stage.name = "pan"
     stage.open()
@@ -82,14 +82,35 @@ def test_flow_comes_from_the_previous_frame(images: list[np.ndarray]) -> None:
     video_flow = []
     original = stage.model.inference
 
-    def spy(image, size, state, flow):
+    def spy(image, size, state, flow, raw):
         video_flow.append(flow.abs().sum().item())
-        return original(image, size, state, flow)
+        return original(image, size, state, flow, raw)
 
     stage.model.inference = spy
     stage.process(frame(images[0], 0))
     stage.process(frame(images[2], 1))
     assert video_flow[0] == 0 and video_flow[1] > 0  # first frame: none; then DIS motion
+
+
+def test_onnxruntime_runs_the_whole_image_part_with_the_same_segments(
+    images: list[np.ndarray], tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    by_torch, by_onnxruntime = make(), make(backend="onnxruntime", threads=1)
+    for index, image in enumerate(images):  # the first frame's graph, then the next-frame one
+        ours = by_onnxruntime.process(frame(image, index)).results["pan"]
+        theirs = by_torch.process(frame(image, index)).results["pan"]
+        assert set(ours.segments) == set(theirs.segments)
+        assert (ours.segment_map == theirs.segment_map).mean() > 0.999
+    assert len(by_onnxruntime._backends) == 1  # one input size, one pair of backends
+    first, following = next(iter(by_onnxruntime._backends.values()))
+    assert first.name == following.name == "onnxruntime"
+    assert len(list((tmp_path / "vpsnet").glob("*.onnx"))) == 2
+
+
+def test_half_precision_needs_cuda() -> None:
+    with pytest.raises(ConfigError, match="half precision needs a CUDA device"):
+        VPSNetSegmenter(weights="random", half=True).open()
 
 
 def test_bad_configuration_and_weights_are_reported(tmp_path) -> None:
@@ -140,9 +161,9 @@ def test_flownet2_flow_comes_from_the_checkpoints_flownet2_keys(tmp_path) -> Non
     flows = []
     original = stage.model.inference
 
-    def spy(image, size, state, flow):
+    def spy(image, size, state, flow, raw):
         flows.append((image, flow))
-        return original(image, size, state, flow)
+        return original(image, size, state, flow, raw)
 
     stage.model.inference = spy
     stage.process(frame(images[0], 0))
