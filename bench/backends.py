@@ -33,7 +33,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import retinaface, translation, yolact_edge  # noqa: E402
+from models import densepose, retinaface, translation, vpsnet, yolact_edge  # noqa: E402
 from models.backends import (  # noqa: E402
     BackendUnavailable,
     GraphSpec,
@@ -41,9 +41,12 @@ from models.backends import (  # noqa: E402
     cached_onnx,
     create_backend,
 )
+from models.checkpoints import weights_meta  # noqa: E402
 from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs  # noqa: E402
 
 DEMO_YOLACT = ROOT / "models/yolact_edge/weights/synthetic_mobilenetv2.pth"
+DEMO_DENSEPOSE = ROOT / "models/densepose/weights/synthetic_mobilenetv2.pth"
+DEMO_VPSNET = ROOT / "models/vpsnet/weights/synthetic_mobilenetv2.pth"
 
 
 @dataclass
@@ -85,6 +88,30 @@ def yolact_edge_case(keyframe: bool):
     return build
 
 
+def densepose_case(height: int, width: int):
+    def build():
+        model = densepose.build_model(weights_meta(DEMO_DENSEPOSE)["variant"])
+        densepose.load_weights(model, DEMO_DENSEPOSE)
+        x = torch.randn(1, 3, height, width) * 50  # BGR minus the pixel mean
+        return densepose.DenseGraph(model.eval()), densepose.graph_spec(height, width), (x,)
+
+    return build
+
+
+def vpsnet_case(height: int, width: int):
+    def build():
+        model = vpsnet.build_model(weights_meta(DEMO_VPSNET)["variant"])
+        vpsnet.load_weights(model, DEMO_VPSNET)
+        model.eval()
+        next_spec = vpsnet.graph_specs(model.config.channels, height, width)[1]
+        with torch.inference_mode():
+            pyramid = vpsnet.FirstFrameGraph(model)(torch.randn(1, 3, height, width))[:5]
+        x, flow = torch.randn(1, 3, height, width), torch.randn(1, 2, height, width)
+        return vpsnet.NextFrameGraph(model), next_spec, (x, *pyramid, flow)
+
+    return build
+
+
 def translation_case(network: str, height: int, width: int):
     def build():
         graph = translation.TranslatorGraph(translation.load_translator(network))
@@ -104,6 +131,10 @@ CASES = [
          yolact_edge_case(keyframe=True)),
     Case("YolactEdge MobileNetV2 (demo weights) non-keyframe, 320x320", "yolact_edge",
          yolact_edge_case(keyframe=False)),
+    Case("DensePose MobileNetV2 (demo weights) whole-image graph, 448x320", "densepose",
+         densepose_case(320, 448)),
+    Case("VPSNet MobileNetV2 (demo weights) next-frame graph, 320x256", "vpsnet",
+         vpsnet_case(256, 320)),
     Case("multistyle26 (packaged weights), 512x288", "translation",
          translation_case("multistyle26", 288, 512)),
     Case("CycleGAN vintagify (packaged weights), 512x288", "translation",

@@ -82,7 +82,8 @@ class VPSNetSegmenter(Stage):
         half: run the whole-image part in float16 (CUDA only; torch and tensorrt backends).
         backend: what runs the whole-image part (backbone, FPN, fusion, RPN and semantic
             heads; models/backends): ``torch``, ``onnxruntime``, ``tensorrt`` (needs TensorRT
-            and a GPU) or ``auto`` (the faster of torch and onnxruntime). Exports have fixed
+            and a GPU) or ``auto`` (the faster of torch and onnxruntime; torch for the official
+            variants, whose deformable convolutions ONNX lacks). Exports have fixed
             shapes (see ``models.vpsnet.export``), so the backends for an input size are made,
             and ``auto`` measured, at the first frame of that size. The heads on the
             detections, tracking and FlowNet2 run in torch.
@@ -180,19 +181,17 @@ class VPSNetSegmenter(Stage):
         if size not in self._backends:
             first_spec, next_spec = vpsnet.graph_specs(self.model.config.channels, *size)
             options = ("vpsnet", self.device, "fp16" if self.half else "fp32", self.threads)
-            first = open_backend(
-                "vpsnet",
-                self.backend_kind,
-                vpsnet.FirstFrameGraph(self._graph_model),
-                first_spec,
-                *options,
-            )
-            following = None
+            kind = self.backend_kind
+            if kind == "auto" and self.model.config.deformable:
+                kind = "torch"  # ONNX has no deformable convolution: no export to try
+            graphs = [vpsnet.FirstFrameGraph(self._graph_model)]
             if self.model.config.fusion:
-                following = open_backend("vpsnet", self.backend_kind,
-                                         vpsnet.NextFrameGraph(self._graph_model), next_spec,
-                                         *options)  # fmt: skip
-            self._backends[size] = (first, following)
+                graphs.append(vpsnet.NextFrameGraph(self._graph_model))
+            first, *following = [
+                open_backend("vpsnet", kind, graph, spec, *options)
+                for graph, spec in zip(graphs, (first_spec, next_spec), strict=False)
+            ]
+            self._backends[size] = (first, following[0] if following else None)
         return self._backends[size]
 
     def _open_flownet2(self, checkpoint: object) -> vpsnet.FlowNet2:

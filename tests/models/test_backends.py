@@ -230,3 +230,31 @@ def test_export_cache_key_follows_the_model_code(tmp_path: Path, monkeypatch) ->
     assert model_digest(net, spec) != before  # same weights, new code: a new export
     system.modules.pop("tiny_family.net", None)
     system.modules.pop("tiny_family", None)
+
+
+class _Deformable(torch.nn.Module):
+    """A deformable convolution: torchvision's op, which ONNX has no operator for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = torch.nn.Conv2d(3, 18, 3, padding=1)
+        self.weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torchvision
+
+        return torchvision.ops.deform_conv2d(x, self.offset(x), self.weight, padding=1)
+
+
+def test_a_model_onnx_cannot_express_is_one_line_and_auto_keeps_torch(tmp_path: Path) -> None:
+    from models.backends import create_fastest_backend
+
+    spec = GraphSpec(inputs=("x",), outputs=("y",), example=((1, 3, 16, 16),))
+    with pytest.raises(BackendError) as error:
+        cached_onnx(_Deformable(), spec, "deformable", tmp_path)
+    message = str(error.value)
+    assert message.startswith("cannot export deformable to ONNX: ") and "deform_conv2d" in message
+    assert "\n" not in message and len(message) < 400
+    assert not list(tmp_path.rglob("*.onnx*"))  # no half-written export left behind
+    backend, timings = create_fastest_backend(("torch", "onnxruntime"), _Deformable(), spec, "d")
+    assert backend.name == "torch" and list(timings) == ["torch"]
