@@ -46,6 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--loop", action="store_true", help="loop a file source")
     parser.add_argument("--metrics-json", help="also write the final metrics as JSON here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE.KEY=VALUE",
+        help="set a stage's (or pipeline.) parameter, VALUE read as YAML; repeatable, "
+        "e.g. --set people.backend=torch",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar / status line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -88,7 +96,33 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
         _set_output(stages, args.output)
     if args.serve is not None:
         _attach_sink(stages, "rtsp_server", {"url": args.serve})
+    for assignment in args.set:
+        _set_parameter(raw, assignment)
     return raw
+
+
+def _set_parameter(raw: dict[str, Any], assignment: str) -> None:
+    """Applies one ``--set STAGE.KEY=VALUE`` (or ``pipeline.KEY=VALUE``) to the raw config."""
+    import yaml
+
+    from pipeline.errors import ConfigError
+
+    target, equals, text = assignment.partition("=")
+    name, dot, key = target.partition(".")
+    if not (equals and dot and name and key):
+        raise ConfigError(f"--set {assignment}: expected STAGE.KEY=VALUE")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {assignment}: the value is not YAML") from None
+    if name == "pipeline":
+        raw["pipeline"][key] = value
+        return
+    entries = [e for e in raw["stages"] if isinstance(e, dict) and e.get("name") == name]
+    if not entries:
+        names = [e.get("name") for e in raw["stages"] if isinstance(e, dict)]
+        raise ConfigError(f"--set {assignment}: no stage named {name!r} (stages: {names})")
+    entries[0][key] = value
 
 
 def _is_kind_of(entry: Any, base: type) -> bool:

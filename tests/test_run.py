@@ -144,9 +144,13 @@ def test_truncated_input_processes_every_decodable_frame(tmp_path: Path) -> None
         (lambda d: [str(_touch(d / "top.yaml", b"stages: []\npipelin: {}\n"))], 2, "unknown key"),
         (lambda d: ["--source", "0", "--max-frames", "1"], 3, "camera"),
         (lambda d: ["--output", "rtmp://x/y"], 2, "only rtsp:// is supported"),
+        (lambda d: ["--set", "nosuch.crf=20"], 2, "no stage named 'nosuch'"),
+        (lambda d: ["--set", "crf=20"], 2, "expected STAGE.KEY=VALUE"),
+        (lambda d: ["--set", "out.crff=20"], 2, "unknown key 'crff'"),
     ],
     ids=["missing", "zero-byte", "not-video", "empty-glob", "no-config", "bad-yaml",
-         "unknown-key", "unknown-kind", "unknown-top-level", "no-camera", "bad-output"],
+         "unknown-key", "unknown-kind", "unknown-top-level", "no-camera", "bad-output",
+         "set-no-stage", "set-no-key", "set-unknown-key"],
 )  # fmt: skip
 def test_bad_input_is_one_line_error_with_its_exit_code(tmp_path: Path, setup, code, text) -> None:
     args = setup(tmp_path)
@@ -154,6 +158,13 @@ def test_bad_input_is_one_line_error_with_its_exit_code(tmp_path: Path, setup, c
         args = [TRANSCODE, *args]
     assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o.mp4"))
                           if "--output" not in args else run_cli(*args), code, text)  # fmt: skip
+
+
+def test_set_overrides_stage_and_pipeline_parameters(tmp_path: Path) -> None:
+    out = tmp_path / "set.mp4"
+    result = run_cli(TRANSCODE, "--set", f"out.path={out}", "--set", "pipeline.max_frames=7")
+    assert result.returncode == 0, result.stderr
+    assert len(read_video(out)[1]) == 7
 
 
 def _touch(path: Path, data: bytes) -> Path:
