@@ -102,7 +102,10 @@ class YolactEdgeDetector(Stage):
         size: network input side; must match ``yolact_preprocess``'s (default: the
             checkpoint's sidecar, else 550).
         device: ``cpu`` or ``cuda``.
-        backend: ``torch``, ``onnxruntime`` or ``auto`` (the faster of the two, measured).
+        half: run the network in float16 (CUDA only; torch and tensorrt backends).
+        backend: what runs the keyframe and non-keyframe graphs (models/backends): ``torch``,
+            ``onnxruntime``, ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the faster
+            of torch and onnxruntime, measured per graph when the stage opens).
         threads: onnxruntime intra-op threads.
         channels_last: torch backend: NHWC memory format, whose convolutions run 5-25%
             faster on this model on a CPU (bench/yolact_edge.py) as well as on GPUs.
@@ -123,7 +126,8 @@ class YolactEdgeDetector(Stage):
         class_names: list[str] | None = None,
         size: int | None = None,
         device: str = "cpu",
-        backend: Literal["torch", "onnxruntime", "auto"] = "torch",
+        half: bool = False,
+        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
         channels_last: bool = True,
         keyframe_interval: int = 5,
@@ -141,7 +145,7 @@ class YolactEdgeDetector(Stage):
         self.class_names = tuple(class_names) if class_names else None
         self.size = size
         self.device = torch.device(device)
-        self.backend_kind, self.threads = backend, threads
+        self.half, self.backend_kind, self.threads = half, backend, threads
         self.channels_last = channels_last
         self.interval, self.adaptive = keyframe_interval, adaptive
         self.motion_threshold, self.scene_cut = motion_threshold, scene_cut
@@ -153,6 +157,8 @@ class YolactEdgeDetector(Stage):
             raise ModelError(
                 f"yolact_edge: device {self.device} asked for, but CUDA is not available"
             )
+        if self.half and self.device.type != "cuda":
+            raise ConfigError("yolact_edge: half precision needs a CUDA device")
         self.variant, meta = sidecar_variant(
             "yolact_edge",
             "YolactEdge",
@@ -182,7 +188,8 @@ class YolactEdgeDetector(Stage):
 
     def _backend(self, graph: torch.nn.Module, spec) -> Backend:
         return open_backend("yolact_edge", self.backend_kind, graph, spec, "yolact_edge",
-                            self.device, "fp32", self.threads, self.channels_last)  # fmt: skip
+                            self.device, "fp16" if self.half else "fp32", self.threads,
+                            self.channels_last)  # fmt: skip
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self.states.setdefault(source_id, _SourceState()).force = True

@@ -29,7 +29,7 @@ def frame(image: np.ndarray, index: int, source: str = "cam") -> Frame:
 def make(**kwargs) -> tuple[YolactPreprocess, YolactEdgeDetector]:
     prep = YolactPreprocess()
     prep.name = "prep"
-    net = YolactEdgeDetector(input="prep", weights="random", **kwargs)
+    net = YolactEdgeDetector(input="prep", weights="random", **{"backend": "torch", **kwargs})
     net.name = "net"
     net.open()
     return prep, net
@@ -105,6 +105,8 @@ def test_bad_configuration_is_reported() -> None:
     detector = YolactEdgeDetector(weights="/nonexistent.pth")
     with pytest.raises(ModelError, match="nonexistent"):
         detector.open()
+    with pytest.raises(ConfigError, match="half precision needs a CUDA device"):
+        YolactEdgeDetector(weights="random", half=True).open()
 
 
 def test_postprocess_gives_tracked_masks_at_frame_size() -> None:
