@@ -14,13 +14,22 @@ Each row prints median milliseconds per call over ``--repeats`` calls (after 2 w
 the calls per second, and the largest absolute difference of any output from torch eager fp32.
 Thread counts are equal for torch and ONNX Runtime (``--threads``).
 
-    python bench/backends.py [--repeats 20] [--threads 2]
+With ``--jobs`` it then runs each model job (configs/instances, panoptic, densepose,
+translate) end to end with its model stage on ``torch`` and on the default ``auto``
+(``run.py --set STAGE.backend=...``), alternating, and prints the frames per second of both.
+
+    python bench/backends.py [--repeats 20] [--threads 2] [--only WORD ...]
+                             [--jobs [--frames 40] [--rounds 2]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,11 +215,61 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[list[tuple], float, 
     return rows, raw_ms, ours_ms
 
 
+JOBS = [  # label, config, the model stage's name
+    ("instances (YolactEdge)", "configs/instances.yaml", "detect"),
+    ("panoptic (VPSNet)", "configs/panoptic.yaml", "panoptic"),
+    ("densepose", "configs/densepose.yaml", "people"),
+    ("translate (multistyle26)", "configs/translate.yaml", "style"),
+]
+
+
+def run_job(config: str, stage: str, backend: str, frames: int) -> tuple[float, str]:
+    """One ``run.py`` of ``config`` with the model stage's backend set: (fps, what ran)."""
+    with tempfile.TemporaryDirectory() as folder:
+        metrics = Path(folder) / "metrics.json"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), config, "--set", f"{stage}.backend={backend}",
+             "--max-frames", str(frames), "--metrics-json", str(metrics), "--no-progress", "-v",
+             "--output", str(Path(folder) / "out.mp4")],
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        )  # fmt: skip
+        chosen = re.findall(rf"{stage_kind(config, stage)}: (\w+) \(median ms", result.stderr)
+        return json.loads(metrics.read_text())["fps"], "+".join(sorted(set(chosen))) or backend
+
+
+def stage_kind(config: str, stage: str) -> str:
+    import yaml
+
+    stages = yaml.safe_load((ROOT / config).read_text())["stages"]
+    return next(entry["kind"] for entry in stages if entry["name"] == stage)
+
+
+def compare_jobs(args: argparse.Namespace) -> None:
+    """Each model job end to end with its stage on torch vs on the default ``auto``,
+    alternating for ``--rounds`` rounds (this machine's speed drifts between minutes)."""
+    print(f"\njobs end to end, {args.frames} frames, median of {args.rounds} alternating rounds")
+    print(f"  {'job':28s} {'torch fps':>10s} {'auto fps':>9s} {'auto / torch':>13s}  auto chose")
+    for label, config, stage in JOBS:
+        runs: dict[str, list[float]] = {"torch": [], "auto": []}
+        chosen = ""
+        for _ in range(args.rounds):
+            for backend in runs:
+                fps, ran = run_job(config, stage, backend, args.frames)
+                runs[backend].append(fps)
+                chosen = ran if backend == "auto" else chosen
+        torch_fps, auto_fps = (float(np.median(runs[k])) for k in ("torch", "auto"))
+        print(f"  {label:28s} {torch_fps:10.2f} {auto_fps:9.2f} {auto_fps / torch_fps:12.2f}x"
+              f"  {chosen}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="cases whose label has any of these words")
+    parser.add_argument("--jobs", action="store_true", help="also run the model jobs end to end")
+    parser.add_argument("--frames", type=int, default=40, help="--jobs: frames per run")
+    parser.add_argument("--rounds", type=int, default=2, help="--jobs: alternating rounds")
     args = parser.parse_args()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(f"torch {torch.__version__}, {args.threads} CPU threads, {device}")
@@ -223,6 +282,8 @@ def main() -> None:
         for name, ms, diff in rows:
             print(f"  {name:34s} {ms:8.2f} {1e3 / ms:8.1f} {diff:11.2e}")
         print(f"  ours / raw onnxruntime time: {ours_ms / raw_ms:.3f}x")
+    if args.jobs:
+        compare_jobs(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""Every model stage on CUDA, float32 and float16, against the same stage on the CPU.
+
+Skipped without a CUDA device (CI has none); run on a lent GPU with ``pytest -m gpu``. Each
+stage runs real weights (the packaged or demo weights) on real frames, so the comparison is
+about the results users see: the same people, segments, faces and pictures.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from itertools import islice
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.frame import Frame
+from pipeline.stage import Stage
+from tests.conftest import ROOT
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+WEIGHTS = ROOT / "models"
+# float32 on CUDA may differ from the CPU by rounding (TF32 is off by default for convs in
+# torch, but cuDNN picks other algorithms); float16 by about 1e-3 relative.
+SETTINGS = [("fp32", {"device": "cuda"}), ("fp16", {"device": "cuda", "half": True})]
+
+
+def frames(count: int, width: int = 320, height: int = 256) -> list[np.ndarray]:
+    from synthetic.generator import generate
+
+    return [f.image for f in generate(9002, count, width, height)]  # held-out seed
+
+
+def run(chain: list[Stage], images: list[np.ndarray]) -> list[dict]:
+    """Opens ``chain`` (stages in order, named by position) and runs every image through."""
+    for number, stage in enumerate(chain):
+        stage.name = stage.name if getattr(stage, "name", None) else f"s{number}"
+        stage.open()
+    results = []
+    for index, image in enumerate(images):
+        frame = Frame(image.copy(), index, Fraction(1, 30), index, "cam")
+        for stage in chain:
+            frame = stage.process(frame)
+        results.append({**frame.results, "image": frame.image})
+    return results
+
+
+@pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_translate(precision: str, options: dict) -> None:
+    from stages.translate import Translate
+
+    images = frames(3)
+    cpu = run([Translate(backend="torch", consistency="off")], images)
+    gpu = run([Translate(backend="torch", consistency="off", **options)], images)
+    for a, b in zip(gpu, cpu, strict=True):
+        difference = np.abs(a["image"].astype(int) - b["image"])
+        assert difference.mean() < (0.5 if precision == "fp32" else 2.0)
+
+
+@pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_densepose(precision: str, options: dict) -> None:
+    from stages.densepose import DensePoseDetector
+
+    weights = str(WEIGHTS / "densepose/weights/synthetic_mobilenetv2.pth")
+    images = frames(2)
+    cpu = run([DensePoseDetector(weights=weights, backend="torch", min_score=0.5)], images)
+    gpu = run([DensePoseDetector(weights=weights, backend="torch", min_score=0.5, **options)],
+              images)  # fmt: skip
+    for a, b in zip(gpu, cpu, strict=True):
+        ours, theirs = a["s0"], b["s0"]
+        assert len(theirs.boxes) >= 1 and len(ours.boxes) == len(theirs.boxes)
+        assert np.abs(ours.boxes - theirs.boxes).max() < (0.5 if precision == "fp32" else 2.0)
+
+
+@pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_vpsnet(precision: str, options: dict) -> None:
+    from stages.panoptic import VPSNetSegmenter
+
+    weights = str(WEIGHTS / "vpsnet/weights/synthetic_mobilenetv2.pth")
+    images = frames(3)
+    cpu = run([VPSNetSegmenter(weights=weights, backend="torch")], images)
+    gpu = run([VPSNetSegmenter(weights=weights, backend="torch", **options)], images)
+    for a, b in zip(gpu, cpu, strict=True):
+        agree = (a["s0"].segment_map == b["s0"].segment_map).mean()
+        assert agree > (0.995 if precision == "fp32" else 0.97)
+
+
+@pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_yolact_edge(precision: str, options: dict) -> None:
+    from stages.instances import YolactEdgeDetector, YolactPostprocess, YolactPreprocess
+
+    weights = str(WEIGHTS / "yolact_edge/weights/synthetic_mobilenetv2.pth")
+    images = frames(6)
+
+    def chain(**kwargs) -> list[Stage]:
+        device = kwargs.get("device", "cpu")
+        prep, net, post = (
+            YolactPreprocess(320, device),
+            YolactEdgeDetector(input="s0", weights=weights, backend="torch", **kwargs),
+            YolactPostprocess("s1"),
+        )
+        return [prep, net, post]  # fmt: skip
+
+    cpu, gpu = run(chain(), images), run(chain(**options), images)
+    for a, b in zip(gpu, cpu, strict=True):  # keyframes and warped frames alike
+        ours, theirs = a["s2"], b["s2"]
+        assert len(theirs) >= 1 and len(ours) == len(theirs)
+        assert np.abs(ours.boxes - theirs.boxes).max() < (1.0 if precision == "fp32" else 3.0)
+
+
+@pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_face_detector(precision: str, options: dict) -> None:
+    import av
+
+    from stages.faces import FaceDetector, FacePostprocess, FacePreprocess
+
+    with av.open(str(ROOT / "media" / "faces.mp4")) as container:
+        images = [f.to_ndarray(format="bgr24") for f in islice(container.decode(video=0), 3)]
+
+    def chain(**kwargs) -> list[Stage]:
+        device = kwargs.get("device", "cpu")
+        return [FacePreprocess(device=device), FaceDetector("s0", backend="torch", **kwargs),
+                FacePostprocess("s1")]  # fmt: skip
+
+    cpu, gpu = run(chain(), images), run(chain(**options), images)
+    for a, b in zip(gpu, cpu, strict=True):
+        ours, theirs = a["s2"], b["s2"]
+        assert len(theirs) >= 1 and len(ours) == len(theirs)
+        assert np.abs(ours.boxes - theirs.boxes).max() < (0.5 if precision == "fp32" else 2.0)
