@@ -82,7 +82,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,6 @@ class Built:
     full: FullTest | None = None
     published: tuple[float, float] | None = None
     video: bool = False  # YolactEdge: graphs[0] is the keyframe, graphs[1] the non-keyframe
-    notes: list[str] = field(default_factory=list)
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Tensor]]:
@@ -720,7 +719,6 @@ def run_case(args: argparse.Namespace) -> int:
             print(f"  {args.case}: {record['error']}", flush=True)
             return 0
         record["label"] = built.label
-        record["notes"] += built.notes
         for graph in built.graphs:
             shape = "x".join(map(str, graph.inputs[0].shape))
             entry = {"name": graph.name, "input": shape, "parity": {}, "timings": {}}
