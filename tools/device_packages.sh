@@ -81,9 +81,11 @@ if [ ! -f "$archive" ] || [ "$av_wheel" -nt "$archive" ]; then
   rm -rf "$CACHE/av-site"
 fi
 
-# Bytes that travel with every call: tracked files and untracked files git does not ignore.
+# Bytes that travel with every call: tracked files, untracked files git does not ignore, and a
+# shared/ folder where the checkout has one.
 tree=$(git ls-files -z --cached --others --exclude-standard |
   xargs -0 stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+if [ -e shared ]; then tree=$((tree + $(du -sbL shared | cut -f 1))); fi
 room=$((LIMIT - MARGIN - tree))
 small_bytes=$(stat -c %s "${small[@]}" | awk '{ s += $1 } END { print s + 0 }')
 av_bytes=$(stat -c %s "$archive")
