@@ -80,6 +80,7 @@ case "$section" in
     ;;
   pipeline)
     note=""
+    if ! "$python" -c "import pydantic, pycocotools" 2>/dev/null; then install_part1; fi
     join_av
     merge=()
     if [ -f "$stash/gpu.json" ]; then merge=(--merge "$stash/gpu.json"); fi
