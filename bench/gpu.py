@@ -201,28 +201,6 @@ def as_tuple(value: Any) -> tuple[Tensor, ...]:
     return tuple(t for _, t in flatten(value))
 
 
-class VPSNetDense(nn.Module):
-    """``VPSNet.forward(images, reference, flow)`` as ``(images, flow, *reference) -> tuple``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor, flow: Tensor, *reference: Tensor) -> tuple[Tensor, ...]:
-        return as_tuple(self.model(images, list(reference), flow))
-
-
-class DensePoseDense(nn.Module):
-    """``DensePoseRCNN.forward(images)`` (a dict of lists) as ``images -> tuple``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        return as_tuple(self.model(images))
-
-
 def scene(width: int, height: int, count: int = 1) -> list[np.ndarray]:
     """The first ``count`` BGR frames of the synthetic scene (seed 9000, held out of training)."""
     from synthetic.generator import generate
@@ -302,7 +280,7 @@ def build_vpsnet(smoke: bool) -> Built:
     (i0, size), (i1, _) = (vpsnet.to_input(frame, scale) for frame in scene(*scale, count=2))
     flow = torch.randn(1, 2, *i1.shape[2:], generator=torch.Generator().manual_seed(0)) * 2
     reference = model.pyramid(i0)
-    names = [name for name, _ in flatten(model(i1, reference, flow))]
+    spec = vpsnet.graph_specs(model.config.channels, *i1.shape[2:])[1]
 
     def prepare(device: torch.device) -> Callable[[], Any]:
         net, state = copy.deepcopy(model).to(device), vpsnet.VideoState()
@@ -318,7 +296,16 @@ def build_vpsnet(smoke: bool) -> Built:
 
     return Built(
         f"VPSNet MobileNetV2 {scale[0]}x{scale[1]} (demo weights)",
-        [Graph("dense", VPSNetDense(model), [i1, flow, *reference], names, "vpsnet")],
+        [
+            Graph(
+                "next-frame",
+                vpsnet.NextFrameGraph(model),
+                [i1, *reference, flow],
+                list(spec.outputs),
+                "vpsnet",
+                spec,
+            )
+        ],
         FullTest("inference", prepare, compare),
     )
 
@@ -333,7 +320,7 @@ def build_densepose(smoke: bool) -> Built:
     model.eval()
     side = 128 if smoke else meta["input_size"]
     batch, sizes, _ = densepose.to_input(scene(side, side), side)
-    names = [name for name, _ in flatten(model(batch))]
+    spec = densepose.graph_spec(*batch.shape[2:])
 
     def prepare(device: torch.device) -> Callable[[], Any]:
         net, images = copy.deepcopy(model).to(device), batch.to(device)
@@ -349,7 +336,11 @@ def build_densepose(smoke: bool) -> Built:
 
     return Built(
         f"DensePose R-CNN MobileNetV2 {side}² (demo weights)",
-        [Graph("dense", DensePoseDense(model), [batch], names, "densepose")],
+        [
+            Graph(
+                "dense", densepose.DenseGraph(model), [batch], list(spec.outputs), "densepose", spec
+            )
+        ],
         FullTest("inference", prepare, compare),
     )
 
@@ -365,9 +356,20 @@ def build_translation(smoke: bool) -> Built:
     width, height = (96, 64) if smoke else (384, 288)  # configs/translate.yaml: size 288
     image = scene(width, height)[0]
     rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)[None] / 255.0
+    padded = net.eval().pad(rgb.float())
+    spec = translation.graph_spec(*padded.shape[2:])
     return Built(
         f"translation {width}x{height} ({what})",
-        [Graph("net", net.eval(), [rgb.float()], ["rgb"], "translation")],
+        [
+            Graph(
+                "net",
+                translation.TranslatorGraph(net),
+                [padded],
+                list(spec.outputs),
+                "translation",
+                spec,
+            )
+        ],
     )
 
 

@@ -11,26 +11,28 @@ Modules:
     temporal: Temporal warping error of a video (Lai et al.), with DIS optical flow (OpenCV).
 """
 
-from evaluation.coco import MaskAP, box_ap, mask_ap
-from evaluation.densepose import DensePoseScores, densepose_scores, split_iuv
-from evaluation.panoptic import (
-    ClassPQ,
-    PQResult,
-    PQStat,
-    VPQResult,
-    pq,
-    pq_stats,
-    summarize,
-    vpq,
-)
-from evaluation.temporal import (
-    backward_flow,
-    occlusion_mask,
-    warp,
-    warping_error,
-    warping_errors,
-)
-from evaluation.tracking import id_switch_events, id_switches
+import importlib
+
+# Each name's module, imported on first use: ``evaluation.temporal`` (DIS flow, used by the
+# translation and DensePose code at run time) must not pull in pycocotools.
+_MODULES = {
+    "coco": ("MaskAP", "box_ap", "mask_ap"),
+    "densepose": ("DensePoseScores", "densepose_scores", "split_iuv"),
+    "panoptic": ("ClassPQ", "PQResult", "PQStat", "VPQResult", "pq", "pq_stats", "summarize",
+                 "vpq"),
+    "temporal": ("backward_flow", "occlusion_mask", "warp", "warping_error", "warping_errors"),
+    "tracking": ("id_switch_events", "id_switches"),
+}  # fmt: skip
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"evaluation.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ClassPQ",

@@ -28,28 +28,39 @@ class OnnxRuntimeBackend:
         device: str | torch.device = "cpu",
         threads: int | None = None,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable(
-                "onnxruntime is not installed (pip install onnxruntime)"
-            ) from None
+        ort = self.require(device)
         self.device = torch.device(device)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailable(
-                    "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
-                )
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(os.fspath(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime cannot load {path}: {error}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @staticmethod
+    def require(device: str | torch.device = "cpu"):
+        """The ``onnxruntime`` module, if it can run on ``device`` (checked before exporting).
+
+        Raises:
+            BackendUnavailable: onnxruntime is missing, or has no CUDA provider for a GPU.
+        """
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable(
+                "onnxruntime is not installed (pip install onnxruntime)"
+            ) from None
+        cuda = torch.device(device).type == "cuda"
+        if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailable(
+                "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
+            )
+        return ort
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(inputs) != len(self.input_names):

@@ -50,6 +50,7 @@ def create_backend(
     if kind == "onnxruntime":
         if precision != "fp32":
             raise BackendError("the onnxruntime backend runs our fp32 export")
+        OnnxRuntimeBackend.require(device)  # before the export, which it would waste
         return OnnxRuntimeBackend(cached_onnx(model, spec, family), device, threads)
     if kind == "tensorrt":
         TensorRTBackend.require(device)  # before the export, which it would waste

@@ -206,8 +206,8 @@ class VPSNet(nn.Module):
         semantic = raw["fcn_output"][0]
         panoptic = panoptic_logits(semantic, found, energy, c.num_stuff).argmax(dim=0)
         height, width = image_size
-        panoptic = panoptic[:height, :width].numpy()
-        semantic_map = semantic.argmax(dim=0)[:height, :width].numpy()
+        panoptic = panoptic[:height, :width].cpu().numpy()
+        semantic_map = semantic.argmax(dim=0)[:height, :width].cpu().numpy()
         maps = unify(panoptic, semantic_map, found.classes.tolist(), ids.tolist(), c.num_stuff,
                      c.stuff_area)  # fmt: skip
         return FrameOutput(maps, semantic_map.astype(np.uint8), found, ids)

@@ -103,12 +103,12 @@ def remove_overlaps(
         ``([0], zeros [1, H, W])`` when none is kept.
     """
     height, width = image_size
-    order = np.argsort(detections.scores.numpy(), kind="stable")[::-1]
+    order = np.argsort(detections.scores.cpu().numpy(), kind="stable")[::-1]
     kept: list[int] = []
     energy: list[np.ndarray] = []
     taken: dict[int, np.ndarray] = {}
-    boxes = detections.boxes.numpy().astype(np.int32)
-    logits = mask_logits.float().numpy()
+    boxes = detections.boxes.cpu().numpy().astype(np.int32)
+    logits = mask_logits.float().cpu().numpy()
     for index in order:
         if int(detections.classes[index]) == 0:
             continue
@@ -128,8 +128,8 @@ def remove_overlaps(
         kept.append(int(index))
         energy.append(full)
     if not kept:
-        return [0], torch.zeros(1, height, width)
-    return kept, torch.from_numpy(np.stack(energy))
+        return [0], torch.zeros(1, height, width, device=mask_logits.device)
+    return kept, torch.from_numpy(np.stack(energy)).to(mask_logits.device)
 
 
 def panoptic_logits(

@@ -258,3 +258,16 @@ def test_a_model_onnx_cannot_express_is_one_line_and_auto_keeps_torch(tmp_path: 
     assert not list(tmp_path.rglob("*.onnx*"))  # no half-written export left behind
     backend, timings = create_fastest_backend(("torch", "onnxruntime"), _Deformable(), spec, "d")
     assert backend.name == "torch" and list(timings) == ["torch"]
+
+
+def test_onnxruntime_without_a_cuda_provider_is_refused_before_exporting(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import onnxruntime
+
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    model = retinaface.build_model("mobilenet0.25")
+    with pytest.raises(BackendUnavailable, match="no CUDA provider"):
+        create_backend("onnxruntime", model, retinaface.graph_spec(), "retinaface", "cuda")
+    assert not list(tmp_path.rglob("*.onnx"))  # nothing exported for a backend that cannot run
