@@ -808,14 +808,6 @@ def job_config(job: str, device: torch.device, media: Path) -> tuple[dict, list[
     import yaml
 
     raw = yaml.safe_load((ROOT / "configs" / f"{job}.yaml").read_text())
-    cuda_ort = False
-    if device.type == "cuda":
-        try:
-            import onnxruntime
-
-            cuda_ort = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-        except ImportError:
-            pass
     changes, stages = [], []
     for entry in raw["stages"]:
         kind = entry.get("kind")
@@ -824,9 +816,6 @@ def job_config(job: str, device: torch.device, media: Path) -> tuple[dict, list[
             continue
         if kind in ("video_file", "jsonl"):
             entry["path"] = str(media / f"{job}{Path(entry['path']).suffix}")
-        if entry.get("backend") == "onnxruntime" and device.type == "cuda" and not cuda_ort:
-            entry["backend"] = "torch"
-            changes.append(f"{entry['name']}: backend torch (onnxruntime has no CUDA provider)")
         stages.append(entry)
     raw["stages"] = stages
     return raw, changes
