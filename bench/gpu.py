@@ -26,9 +26,10 @@ compact table of the sections it ran (bench/gpu_report.py renders both).
 * ``pipeline``: ``run.py`` on the model jobs (configs/faces, instances, panoptic, densepose,
   translate) with ``--device cuda`` in subprocesses, H.264 encoded on the CPU (the H100 has no
   NVENC): frames, fps, end-to-end and per-stage p50 latency (``--metrics-json``), and the
-  written video decoded back. The bench's copy of each config leaves out the RTSP server, writes
-  to a temporary folder, and turns an ``onnxruntime`` backend into ``torch`` where onnxruntime
-  has no CUDA provider (each change is listed). Needs PyAV and pydantic: without either the
+  written video decoded back. The bench's copy of each config leaves out the RTSP server and
+  writes to a temporary folder (each change is listed); the model stages keep the shipped
+  ``backend: auto``, which takes torch on CUDA where onnxruntime has no CUDA provider. Needs
+  PyAV and pydantic: without either the
   section prints ``pipeline: skipped (PyAV missing ...)`` and the run goes on.
 
 Time box: ``--budget-s`` covers the sections run (60 % models, 40 % pipeline when both run).
