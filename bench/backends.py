@@ -250,6 +250,8 @@ def compare_jobs(args: argparse.Namespace) -> None:
     print(f"\njobs end to end, {args.frames} frames, median of {args.rounds} alternating rounds")
     print(f"  {'job':28s} {'torch fps':>10s} {'auto fps':>9s} {'auto / torch':>13s}  auto chose")
     for label, config, stage in JOBS:
+        if args.only and not any(word.lower() in label.lower() for word in args.only):
+            continue
         runs: dict[str, list[float]] = {"torch": [], "auto": []}
         chosen = ""
         for _ in range(args.rounds):
@@ -266,7 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", nargs="*", help="cases whose label has any of these words")
+    parser.add_argument(
+        "--only", nargs="*", help="cases (and jobs) whose label has any of these words"
+    )
     parser.add_argument("--jobs", action="store_true", help="also run the model jobs end to end")
     parser.add_argument("--frames", type=int, default=40, help="--jobs: frames per run")
     parser.add_argument("--rounds", type=int, default=2, help="--jobs: alternating rounds")

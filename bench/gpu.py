@@ -103,6 +103,7 @@ from models.backends import (  # noqa: E402
     tensorrt_version,
 )
 from models.backends.torch_backend import PRECISIONS  # noqa: E402
+from pipeline.metrics import json_safe  # noqa: E402
 
 SCENE_SEED = 9000
 PUBLISHED_FPS = {  # YolactEdge's README, YouTube-VIS, video mode: TensorRT on an RTX 2080 Ti,
@@ -215,6 +216,15 @@ def weights_meta(path: str) -> dict:
     return weights_meta(ROOT / path)
 
 
+def demo_model(family: Any, weights: str) -> tuple[nn.Module, dict]:
+    """A family's demo weights (``models.<family>``'s build_model / load_weights), in eval
+    mode, and their sidecar."""
+    meta = weights_meta(weights)
+    model = family.build_model(meta["variant"])
+    family.load_weights(model, ROOT / weights)
+    return model.eval(), meta
+
+
 def build_yolact(variant: str, weights: str | None, smoke: bool) -> Built:
     from models import yolact_edge
     from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
@@ -272,11 +282,7 @@ def build_retinaface(smoke: bool) -> Built:
 def build_vpsnet(smoke: bool) -> Built:
     from models import vpsnet
 
-    weights = "models/vpsnet/weights/synthetic_mobilenetv2.pth"
-    meta = weights_meta(weights)
-    model = vpsnet.build_model(meta["variant"])
-    vpsnet.load_weights(model, ROOT / weights)
-    model.eval()
+    model, meta = demo_model(vpsnet, "models/vpsnet/weights/synthetic_mobilenetv2.pth")
     scale = (160, 128) if smoke else tuple(meta["input_scale"])  # (long, short) edges
     (i0, size), (i1, _) = (vpsnet.to_input(frame, scale) for frame in scene(*scale, count=2))
     flow = torch.randn(1, 2, *i1.shape[2:], generator=torch.Generator().manual_seed(0)) * 2
@@ -314,11 +320,7 @@ def build_vpsnet(smoke: bool) -> Built:
 def build_densepose(smoke: bool) -> Built:
     from models import densepose
 
-    weights = "models/densepose/weights/synthetic_mobilenetv2.pth"
-    meta = weights_meta(weights)
-    model = densepose.build_model(meta["variant"])
-    densepose.load_weights(model, ROOT / weights)
-    model.eval()
+    model, meta = demo_model(densepose, "models/densepose/weights/synthetic_mobilenetv2.pth")
     side = 128 if smoke else meta["input_size"]
     batch, sizes, _ = densepose.to_input(scene(side, side), side)
     spec = densepose.graph_spec(*batch.shape[2:])
@@ -974,20 +976,9 @@ def header(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def clean(value: Any) -> Any:
-    """JSON without NaN / inf (written as null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
-
-
 def write_json(path: Path, value: Any) -> None:
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(clean(value), indent=1, allow_nan=False))
+    temporary.write_text(json.dumps(json_safe(value), indent=1, allow_nan=False))
     temporary.replace(path)
 
 

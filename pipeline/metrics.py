@@ -8,6 +8,7 @@ Latency percentiles are over a sliding window of the most recent samples
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -148,7 +149,7 @@ class Metrics:
 
     def to_json(self) -> str:
         """The snapshot as JSON; percentiles without samples are null."""
-        return json.dumps(_nan_to_none(self.snapshot()), indent=2, allow_nan=False)
+        return json.dumps(json_safe(self.snapshot()), indent=2, allow_nan=False)
 
     def table(self) -> str:
         """The end-of-run summary: one row per stage, then the totals."""
@@ -173,13 +174,15 @@ class Metrics:
         return "\n".join(lines)
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in nested dicts, lists and tuples) as None,
+    so ``json.dumps(..., allow_nan=False)`` writes strict JSON (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_nan_to_none(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
