@@ -13,6 +13,7 @@ from models.backends import (
     GraphSpec,
     create_backend,
     create_fastest_backend,
+    require_backend,
 )
 from pipeline.errors import ModelError
 
@@ -59,3 +60,18 @@ def open_backend(
     log.info("%s: %s (median ms: %s)", stage, backend.name,
              {name: round(seconds * 1e3, 1) for name, seconds in timings.items()})  # fmt: skip
     return backend
+
+
+def check_backend(stage: str, kind: str, device: torch.device, precision: str = "fp32") -> None:
+    """For a stage that builds its backends later (at its first frame): fail at open, in one
+    line, when the named backend cannot run here (``auto`` always can: torch is a candidate).
+
+    Raises:
+        ModelError: the backend's package or device is missing, or it is unknown.
+    """
+    if kind == "auto":
+        return
+    try:
+        require_backend(kind, device, precision)
+    except BackendError as error:
+        raise ModelError(f"{stage}: {error}") from None

@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import PanopticSegmentation
 from pipeline.stage import Stage
-from stages.model_backend import open_backend
+from stages.model_backend import check_backend, open_backend
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
@@ -173,6 +173,7 @@ class VPSNetSegmenter(Stage):
         # The torch backend casts its module in place: in float16 the graphs get their own
         # copy, so the heads on the detections keep running in float32 on the shared model.
         self._graph_model = copy.deepcopy(self.model) if self.half else self.model
+        check_backend("vpsnet", self.backend_kind, self.device, "fp16" if self.half else "fp32")
 
     def backends(self, image: torch.Tensor) -> tuple[Backend, Backend | None]:
         """The first-frame and next-frame backends for ``image``'s size (the latter None

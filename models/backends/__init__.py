@@ -18,7 +18,12 @@ bench/backends.py prints the parity beside the timings).
 from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
 from models.backends.onnx import cached_onnx, export_onnx
 from models.backends.ort import OnnxRuntimeBackend
-from models.backends.select import create_backend, create_fastest_backend, fastest
+from models.backends.select import (
+    create_backend,
+    create_fastest_backend,
+    fastest,
+    require_backend,
+)
 from models.backends.tensorrt import EngineCache, EngineKey, TensorRTBackend, tensorrt_version
 from models.backends.torch_backend import TorchBackend
 
@@ -37,5 +42,6 @@ __all__ = [
     "create_fastest_backend",
     "export_onnx",
     "fastest",
+    "require_backend",
     "tensorrt_version",
 ]

@@ -45,17 +45,29 @@ def create_backend(
         BackendUnavailable: the kind cannot run here; the message says why.
         BackendError: bad arguments or a failed export / build.
     """
+    require_backend(kind, device, precision)  # before any export, which it would waste
     if kind == "torch":
         return TorchBackend(model, device, precision, channels_last, cuda_graph)
     if kind == "onnxruntime":
+        return OnnxRuntimeBackend(cached_onnx(model, spec, family), device, threads)
+    return TensorRTBackend(cached_onnx(model, spec, family), spec, device, precision)
+
+
+def require_backend(kind: str, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+    """Checks that a backend of ``kind`` can run here, without building one.
+
+    Raises:
+        BackendUnavailable: its package or device is missing; the message says why.
+        BackendError: an unknown kind, or a precision it does not run.
+    """
+    if kind not in KINDS:
+        raise BackendError(f"unknown backend {kind!r}, expected one of {KINDS}")
+    if kind == "onnxruntime":
         if precision != "fp32":
             raise BackendError("the onnxruntime backend runs our fp32 export")
-        OnnxRuntimeBackend.require(device)  # before the export, which it would waste
-        return OnnxRuntimeBackend(cached_onnx(model, spec, family), device, threads)
-    if kind == "tensorrt":
-        TensorRTBackend.require(device)  # before the export, which it would waste
-        return TensorRTBackend(cached_onnx(model, spec, family), spec, device, precision)
-    raise BackendError(f"unknown backend {kind!r}, expected one of {KINDS}")
+        OnnxRuntimeBackend.require(device)
+    elif kind == "tensorrt":
+        TensorRTBackend.require(device)
 
 
 def create_fastest_backend(

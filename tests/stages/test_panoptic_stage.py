@@ -113,6 +113,15 @@ def test_half_precision_needs_cuda() -> None:
         VPSNetSegmenter(weights="random", half=True).open()
 
 
+def test_a_backend_that_cannot_run_here_fails_at_open_not_at_the_first_frame() -> None:
+    from models.backends import tensorrt_version
+
+    if tensorrt_version() is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT can run here")
+    with pytest.raises(ModelError, match="vpsnet: TensorRT"):
+        make(backend="tensorrt")
+
+
 def test_bad_configuration_and_weights_are_reported(tmp_path) -> None:
     with pytest.raises(ConfigError, match="weights is required"):
         VPSNetSegmenter(variant="fuse")
