@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult
 from pipeline.stage import Stage
-from stages.model_backend import open_backend
+from stages.model_backend import check_device, open_backend
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
@@ -112,10 +112,7 @@ class DensePoseDetector(Stage):
         self.counts = {"network": 0, "carried": 0}
 
     def open(self) -> None:
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(f"densepose: device {self.device} asked for, but CUDA is unavailable")
-        if self.half and self.device.type != "cuda":
-            raise ConfigError("densepose: half precision needs a CUDA device")
+        check_device("densepose", self.device, self.half)
         if self.threads:
             torch.set_num_threads(self.threads)
         self.variant, meta = sidecar_variant(

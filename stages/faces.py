@@ -24,7 +24,7 @@ from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
 from stages.intermediate import drop_intermediates, intermediate
-from stages.model_backend import open_backend
+from stages.model_backend import check_device, open_backend
 
 
 @dataclass
@@ -114,12 +114,7 @@ class FaceDetector(Stage):
         self.backend: Backend | None = None
 
     def open(self) -> None:
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(
-                f"face_detector: device {self.device} asked for, but CUDA is not available"
-            )
-        if self.half and self.device.type != "cuda":
-            raise ConfigError("face_detector: half precision needs a CUDA device")
+        check_device("face_detector", self.device, self.half)
         try:
             if self.weights is None:
                 model = retinaface.pretrained(self.variant)

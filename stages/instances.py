@@ -28,7 +28,7 @@ from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
 from stages.intermediate import drop_intermediates, intermediate
-from stages.model_backend import open_backend
+from stages.model_backend import check_device, open_backend
 from stages.model_weights import sidecar_variant
 from stages.tracking import IoUTracker
 
@@ -153,12 +153,7 @@ class YolactEdgeDetector(Stage):
         self.counts = {"keyframes": 0, "warped": 0}
 
     def open(self) -> None:
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(
-                f"yolact_edge: device {self.device} asked for, but CUDA is not available"
-            )
-        if self.half and self.device.type != "cuda":
-            raise ConfigError("yolact_edge: half precision needs a CUDA device")
+        check_device("yolact_edge", self.device, self.half)
         self.variant, meta = sidecar_variant(
             "yolact_edge",
             "YolactEdge",

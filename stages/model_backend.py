@@ -15,11 +15,25 @@ from models.backends import (
     create_fastest_backend,
     require_backend,
 )
-from pipeline.errors import ModelError
+from pipeline.errors import ConfigError, ModelError
 
 log = logging.getLogger("framegraph")
 
 AUTO_CANDIDATES = ("torch", "onnxruntime")
+
+
+def check_device(stage: str, device: torch.device, half: bool = False) -> None:
+    """What every model stage checks first when it opens: the device exists here, and half
+    precision is asked for on CUDA only.
+
+    Raises:
+        ModelError: a CUDA device is asked for and there is none (one line).
+        ConfigError: ``half`` without a CUDA device.
+    """
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"{stage}: device {device} asked for, but CUDA is not available")
+    if half and device.type != "cuda":
+        raise ConfigError(f"{stage}: half precision needs a CUDA device")
 
 
 def open_backend(

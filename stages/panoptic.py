@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import PanopticSegmentation
 from pipeline.stage import Stage
-from stages.model_backend import check_backend, open_backend
+from stages.model_backend import check_backend, check_device, open_backend
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
@@ -137,10 +137,7 @@ class VPSNetSegmenter(Stage):
         self.counts = {"frames": 0, "new_videos": 0}
 
     def open(self) -> None:
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(f"vpsnet: device {self.device} asked for, but CUDA is unavailable")
-        if self.half and self.device.type != "cuda":
-            raise ConfigError("vpsnet: half precision needs a CUDA device")
+        check_device("vpsnet", self.device, self.half)
         if self.threads:
             torch.set_num_threads(self.threads)
         self.variant, meta = sidecar_variant(

@@ -24,7 +24,7 @@ from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import Stage
-from stages.model_backend import open_backend
+from stages.model_backend import check_device, open_backend
 
 log = logging.getLogger("framegraph")
 
@@ -137,14 +137,9 @@ class Translate(Stage):
         self._consistency: dict[str, object] = {}
 
     def open(self) -> None:
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(
-                f"translate: device {self.device} asked for, but CUDA is not available"
-            )
+        check_device("translate", self.device, self.half)
         if self.threads:
             torch.set_num_threads(self.threads)
-        if self.half and self.device.type != "cuda":
-            raise ConfigError("translate: half precision needs a CUDA device")
         options = {k: v for k, v in self.generator_options.items() if v is not None}
         try:
             self.translator = translation.load_translator(
