@@ -160,6 +160,17 @@ def test_bad_input_is_one_line_error_with_its_exit_code(tmp_path: Path, setup, c
                           if "--output" not in args else run_cli(*args), code, text)  # fmt: skip
 
 
+def test_a_file_without_one_decodable_frame_is_an_input_error(tmp_path: Path) -> None:
+    cut = tmp_path / "header_only.mp4"
+    cut.write_bytes((ROOT / "media" / "pedestrians.mp4").read_bytes()[:5000])
+    out = tmp_path / "out.mp4"
+    result = run_cli(TRANSCODE, "--source", str(cut), "--output", str(out))
+    assert result.returncode == 3, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"error: no decodable video frame in {cut}"
+    assert "Traceback" not in result.stderr
+
+
 def test_set_overrides_stage_and_pipeline_parameters(tmp_path: Path) -> None:
     out = tmp_path / "set.mp4"
     result = run_cli(TRANSCODE, "--set", f"out.path={out}", "--set", "pipeline.max_frames=7")

@@ -107,7 +107,9 @@ class FileSource(Source):
                 index += 1
                 if self._stop.is_set():
                     return
-            if not self.loop or last_pts is None:
+            if index == 0:  # a header and no picture: nothing to process is an input error
+                raise SourceError(f"no decodable video frame in {self.path}")
+            if not self.loop:
                 return
             container.seek(0)
             offset = last_pts + default_step - raw_first
