@@ -1011,6 +1011,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def merge_section(sections: dict[str, Any], name: str, section: dict, origin: str) -> None:
+    """Adds ``section`` of an earlier run to ``sections``: a later file's case (by ``key``) or
+    job (by ``job``) replaces the same one of an earlier file, the others are kept, so a rerun
+    of one case or job after a fix patches only that row."""
+    section = section | {"merged_from": origin}
+    kept = sections.get(name)
+    if kept is None or "skipped" in kept:
+        sections[name] = section
+        return
+    if "skipped" in section:  # a run that skipped it measured nothing new
+        return
+    for items, ident in (("cases", "key"), ("jobs", "job")):
+        if items in section and items in kept:
+            fresh = {item[ident]: item for item in section[items]}
+            merged = [fresh.pop(item[ident], item) for item in kept[items]] + list(fresh.values())
+            section[items] = merged
+    sections[name] = kept | section | {"merged_from": f"{kept.get('merged_from')}; {origin}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "auto":
@@ -1037,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
         origin = f"{path} ({earlier['header'].get('gpu')}, {earlier['header'].get('date')})"
         for name, section in earlier.get("sections", {}).items():
             if name not in sections:
-                results["sections"][name] = section | {"merged_from": origin}
+                merge_section(results["sections"], name, section, origin)
     h = results["header"]
     what = f"{', '.join(sections) or 'no section'}{' (smoke)' if args.smoke else ''}"
     print(f"bench/gpu.py: {what} on {h['gpu']}, torch {h['torch']}, budget {args.budget_s:.0f} s")

@@ -66,6 +66,10 @@ class PipelineSettings(BaseModel):
     on_error: Literal["skip", "stop"] = "skip"
     """Default for stages' ``on_error``: an exception on one frame drops that frame
     (``skip``) or ends the run (``stop``)."""
+    max_errors_in_a_row: int | None = Field(25, ge=1)
+    """Default for stages' ``max_errors_in_a_row``: under ``skip``, a stage whose
+    exceptions on this many frames in a row end the run (a broken model, not a bad frame);
+    None never ends it."""
     join_timeout: float = Field(1.0, gt=0)
     """Seconds a join waits for a missing branch on live input."""
     max_frames: int | None = Field(None, ge=1)
@@ -97,6 +101,7 @@ class StageEntry(BaseModel):
     inputs: list[str] | None = None
     queue: QueueSettings = QueueSettings()
     on_error: Literal["skip", "stop"] | None = None
+    max_errors_in_a_row: int | None = Field(None, ge=1)
     join: bool = True
     workers: int = Field(1, ge=1)
 
@@ -212,6 +217,11 @@ def build_graph(config: Config) -> Graph:
                 capacity=entry.queue.capacity,
                 policy=entry.queue.policy,
                 on_error=entry.on_error or settings.on_error,
+                max_errors_in_a_row=(
+                    entry.max_errors_in_a_row
+                    if "max_errors_in_a_row" in entry.model_fields_set
+                    else settings.max_errors_in_a_row
+                ),
                 join=entry.join,
                 workers=entry.workers,
             )

@@ -44,6 +44,9 @@ class NodeSpec:
             live source, else ``block``.
         on_error: what an exception in ``process`` does: drop that frame
             (``skip``) or end the run (``stop``). FrameGraphError always stops.
+        max_errors_in_a_row: under ``skip``, exceptions on this many frames in a row
+            end the run anyway (every frame failing is a broken stage, not a bad frame);
+            None: never.
         join: with several inputs, join them by frame id (True) or pass frames
             through as they come (False, e.g. several sources into one model).
         workers: threads running this stage on different frames at once; only
@@ -56,6 +59,7 @@ class NodeSpec:
     capacity: int = 8
     policy: Policy | None = None
     on_error: ErrorPolicy = "skip"
+    max_errors_in_a_row: int | None = 25
     join: bool = True
     workers: int = 1
 
@@ -86,6 +90,7 @@ class _Node:
         self.threads: list[threading.Thread] = []
         self.live = False
         self.failed = False
+        self.errors_in_a_row = 0  # under the GIL; parallel workers may miscount by one
         self._eos_sent = False
         self._eos_lock = threading.Lock()
 
@@ -479,9 +484,17 @@ class Graph:
             where = f"stage {node.name!r} on frame {frame.source_id}#{frame.index}"
             log.error("%s: %s: %s", where, type(error).__name__, error)
             log.debug("traceback", exc_info=True)
+            node.errors_in_a_row += 1
+            limit = node.spec.max_errors_in_a_row
             if node.spec.on_error == "stop":
                 node.failed = True
                 self._fail(StageError(f"{where}: {type(error).__name__}: {error}"))
+            elif limit is not None and node.errors_in_a_row >= limit:
+                node.failed = True
+                self._fail(StageError(f"{where}: failed on {node.errors_in_a_row} frames in a row"
+                                      f" (max_errors_in_a_row); last: {type(error).__name__}:"
+                                      f" {error}"))  # fmt: skip
             return _FAILED
+        node.errors_in_a_row = 0
         metrics.record(time.monotonic() - t0)
         return out

@@ -35,7 +35,9 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
     ys = torch.linspace(-1.0, 1.0, height, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1.0, 1.0, width, device=x.device, dtype=x.dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    scale = flow.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0]).view(1, 2, 1, 1)
+    # new_full, not new_tensor: a host-to-device copy cannot be captured in a CUDA graph
+    scale = torch.cat([flow.new_full((1, 1, 1, 1), (width - 1) / 2.0),
+                       flow.new_full((1, 1, 1, 1), (height - 1) / 2.0)], dim=1)  # fmt: skip
     grid = torch.stack([gx, gy])[None] + flow / scale
     return F.grid_sample(x, grid.permute(0, 2, 3, 1), align_corners=False)
 

@@ -200,7 +200,7 @@ class VPSNet(nn.Module):
         else:
             ids = torch.arange(len(found))
         masks = self.mask_head(pool_rois(features, rois, 14))
-        masks = masks[torch.arange(len(found)), found.classes]
+        masks = masks[torch.arange(len(found), device=masks.device), found.classes]
         kept, energy = remove_overlaps(found, masks, padded, c.overlap_thresh)
         found, ids = found.take(kept), ids[kept]
         semantic = raw["fcn_output"][0]

@@ -75,10 +75,11 @@ def select_detections(
     boxes = apply_deltas(proposals, deltas, BOX_STDS, image_size, clamp_below=False)
     boxes = boxes.view(len(proposals), -1, 4)[:, 1:].reshape(-1, 4)
     scores = probs[:, 1:].reshape(-1)
-    classes = torch.arange(1, probs.shape[1]).repeat(len(proposals))
+    classes = torch.arange(1, probs.shape[1], device=probs.device).repeat(len(proposals))
     keep = torch.nonzero(scores > score_thresh).squeeze(1)
     if not len(keep):
-        return Detections(proposals.new_zeros(1, 4), proposals.new_ones(1), torch.zeros(1).long())
+        dummy_class = torch.zeros(1, dtype=torch.long, device=proposals.device)
+        return Detections(proposals.new_zeros(1, 4), proposals.new_ones(1), dummy_class)
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
     keep = nms_inclusive(boxes, scores, nms_thresh)
     if len(keep) > max_detections:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.gpu import job_config, parity, video_mode
+from bench.gpu import job_config, merge_section, parity, video_mode
 from tests.conftest import ROOT
 
 FAMILIES = {"retinaface", "yolact_edge", "vpsnet", "densepose", "translation"}
@@ -222,3 +222,30 @@ def test_cuda_run_matches_the_cpu_and_times_every_backend(tmp_path: Path) -> Non
             assert parities["half_graph_vs_fp32"]["rel_l2"] < 5e-2
             assert all(timings[k]["ms"] > 0 for k in ("fp32", "half", "half_cl", "half_graph"))
             assert graph["sweep"]["best_images_per_s"] > 0
+
+
+def test_merge_replaces_only_the_rerun_cases_and_jobs():
+    sections: dict = {}
+    first = {
+        "models": {"cases": [{"key": "a", "v": 1}, {"key": "b", "v": 1}], "budget_s": 270},
+        "pipeline": {"skipped": "PyAV missing"},
+    }
+    rerun = {
+        "models": {"cases": [{"key": "b", "v": 2}, {"key": "c", "v": 2}], "budget_s": 60},
+        "pipeline": {"jobs": [{"job": "panoptic", "fps": 9.0}]},
+    }
+    for origin, results in (("first", first), ("rerun", rerun)):
+        for name, section in results.items():
+            merge_section(sections, name, section, origin)
+    assert sections["models"]["cases"] == [
+        {"key": "a", "v": 1},
+        {"key": "b", "v": 2},
+        {"key": "c", "v": 2},
+    ]
+    assert sections["models"]["merged_from"] == "first; rerun"
+    assert sections["pipeline"] == {
+        "jobs": [{"job": "panoptic", "fps": 9.0}],
+        "merged_from": "rerun",
+    }
+    merge_section(sections, "pipeline", {"skipped": "PyAV missing"}, "later")
+    assert sections["pipeline"]["jobs"] == [{"job": "panoptic", "fps": 9.0}]  # kept

@@ -287,6 +287,25 @@ def test_build_graph_queue_settings_reach_the_edge():
     assert (c.policy, c.capacity) == (Policy.LATEST, 1)
 
 
+def test_build_graph_max_errors_in_a_row_default_override_and_off():
+    cfg = parse_config(
+        config(
+            SRC,
+            {"name": "a", "kind": "test_cfg_plain"},
+            {"name": "b", "kind": "test_cfg_plain", "max_errors_in_a_row": 4},
+            {"name": "c", "kind": "test_cfg_plain", "max_errors_in_a_row": None},
+            max_errors_in_a_row=9,
+        )
+    )
+    nodes = build_graph(cfg).nodes
+    assert nodes["a"].spec.max_errors_in_a_row == 9
+    assert nodes["b"].spec.max_errors_in_a_row == 4
+    assert nodes["c"].spec.max_errors_in_a_row is None
+    assert parse_config(config(SRC, OUT)).pipeline.max_errors_in_a_row == 25
+    with pytest.raises(ConfigError, match="max_errors_in_a_row"):
+        parse_config(config(SRC, OUT, max_errors_in_a_row=0))
+
+
 def test_build_graph_live_source_gets_latest_by_default():
     cfg = parse_config(config({**SRC, "live": True}, {"name": "a", "kind": "test_cfg_plain"}))
     graph = build_graph(cfg)

@@ -459,6 +459,31 @@ def test_on_error_stop_ends_run_with_stage_error(make_source, make_stage, make_s
     assert report.metrics.stages["tag"].errors == 1
 
 
+def test_skip_ends_the_run_after_max_errors_in_a_row(make_source, make_stage, make_sink, run_graph):
+    source = make_source(1000)
+    tag, sink = make_stage(fail_on=(3, 4, 5, 6)), make_sink()
+    limit = {"on_error": "skip", "max_errors_in_a_row": 3}
+    report = run_graph(Graph(linear(source, ("tag", tag), ("out", sink), tag=limit)))
+    assert isinstance(report.error, StageError)
+    message = str(report.error)
+    assert "'tag'" in message and "cam#5" in message and "3 frames in a row" in message
+    assert "ValueError: boom" in message
+    assert sink.indices == [0, 1, 2]
+    assert source.yielded < 1000
+    assert report.metrics.stages["tag"].errors == 3
+
+
+def test_skip_errors_not_in_a_row_never_reach_the_limit(
+    make_source, make_stage, make_sink, run_graph
+):
+    tag, sink = make_stage(fail_on=(1, 2, 4, 5, 7, 8)), make_sink()
+    limit = {"max_errors_in_a_row": 3}
+    report = run_graph(Graph(linear(make_source(10), ("tag", tag), ("out", sink), tag=limit)))
+    assert report.error is None
+    assert sink.indices == [0, 3, 6, 9]
+    assert report.metrics.stages["tag"].errors == 6
+
+
 def test_frame_graph_error_in_process_always_stops(make_source, make_stage, make_sink, run_graph):
     error = SinkError("disk full")
     tag = make_stage(fail_on=(2,), error=lambda: error)
