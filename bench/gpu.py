@@ -1054,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.merge:
         earlier = json.loads(Path(path).read_text())
         origin = f"{path} ({earlier['header'].get('gpu')}, {earlier['header'].get('date')})"
+        if not sections:  # only merging: the figures are the device's, not this machine's
+            results["header"] = earlier["header"]
         for name, section in earlier.get("sections", {}).items():
             if name not in sections:
                 merge_section(results["sections"], name, section, origin)
