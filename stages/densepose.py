@@ -74,6 +74,8 @@ class DensePoseDetector(Stage):
             in between (1 = every frame).
         device: ``cpu`` or ``cuda``.
         half: run the whole-image part in float16 (CUDA only; torch and tensorrt backends).
+        cuda_graph: torch on CUDA: capture the network once per input size and replay it
+            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: what runs the whole-image part (backbone, FPN, RPN head, DensePose decoder;
             models/backends): ``torch``, ``onnxruntime`` (our export with dynamic size, made
             once and cached), ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the faster
@@ -95,6 +97,7 @@ class DensePoseDetector(Stage):
         every: int = 1,
         device: str = "cpu",
         half: bool = False,
+        cuda_graph: bool = False,
         backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
     ) -> None:
@@ -108,11 +111,12 @@ class DensePoseDetector(Stage):
         self.min_score, self.every = min_score, every
         self.device = torch.device(device)
         self.half, self.backend_kind, self.threads = half, backend, threads
+        self.cuda_graph = cuda_graph
         self._carried: dict[str, _Carried] = {}
         self.counts = {"network": 0, "carried": 0}
 
     def open(self) -> None:
-        check_device("densepose", self.device, self.half)
+        check_device("densepose", self.device, self.half, self.cuda_graph, self.backend_kind)
         if self.threads:
             torch.set_num_threads(self.threads)
         self.variant, meta = sidecar_variant(
@@ -141,7 +145,7 @@ class DensePoseDetector(Stage):
         self.backend = open_backend(
             "densepose", self.backend_kind, graph,
             densepose.graph_spec(height, width + -width % 32), "densepose", self.device,
-            "fp16" if self.half else "fp32", self.threads,
+            "fp16" if self.half else "fp32", self.threads, cuda_graph=self.cuda_graph,
         )  # fmt: skip
 
     def on_gap(self, source_id: str, missing: int) -> None:

@@ -85,6 +85,8 @@ class FaceDetector(Stage):
         variant: ``mobilenet0.25`` or ``resnet50`` (must match ``weights``).
         device: ``cpu``, ``cuda``, ``cuda:N``.
         half: run in float16 (CUDA only; torch and tensorrt backends).
+        cuda_graph: torch on CUDA: capture the network once per input size and replay it
+            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: ``torch`` (eager), ``onnxruntime`` (our model exported to ONNX once,
             cached), ``tensorrt`` (an engine built from that export, cached; needs
             TensorRT and a GPU) or ``auto`` (the fastest of torch and onnxruntime, measured
@@ -99,6 +101,7 @@ class FaceDetector(Stage):
         variant: str = "mobilenet0.25",
         device: str = "cpu",
         half: bool = False,
+        cuda_graph: bool = False,
         backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
     ) -> None:
@@ -108,13 +111,13 @@ class FaceDetector(Stage):
         self.weights = weights
         self.variant = variant
         self.device = torch.device(device)
-        self.half = half
+        self.half, self.cuda_graph = half, cuda_graph
         self.backend_kind = backend
         self.threads = threads
         self.backend: Backend | None = None
 
     def open(self) -> None:
-        check_device("face_detector", self.device, self.half)
+        check_device("face_detector", self.device, self.half, self.cuda_graph, self.backend_kind)
         try:
             if self.weights is None:
                 model = retinaface.pretrained(self.variant)
@@ -127,7 +130,7 @@ class FaceDetector(Stage):
         precision = "fp16" if self.half else "fp32"
         self.backend = open_backend("face_detector", self.backend_kind, model,
                                     retinaface.graph_spec(), "retinaface", self.device, precision,
-                                    self.threads)  # fmt: skip
+                                    self.threads, cuda_graph=self.cuda_graph)  # fmt: skip
 
     def process(self, frame: Frame) -> Frame:
         batch = intermediate(frame, self.input, FaceBatch, self.name)

@@ -103,6 +103,8 @@ class YolactEdgeDetector(Stage):
             checkpoint's sidecar, else 550).
         device: ``cpu`` or ``cuda``.
         half: run the network in float16 (CUDA only; torch and tensorrt backends).
+        cuda_graph: torch on CUDA: capture the network once per input size and replay it
+            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: what runs the keyframe and non-keyframe graphs (models/backends): ``torch``,
             ``onnxruntime``, ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the faster
             of torch and onnxruntime, measured per graph when the stage opens).
@@ -127,6 +129,7 @@ class YolactEdgeDetector(Stage):
         size: int | None = None,
         device: str = "cpu",
         half: bool = False,
+        cuda_graph: bool = False,
         backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
         channels_last: bool = True,
@@ -146,6 +149,7 @@ class YolactEdgeDetector(Stage):
         self.size = size
         self.device = torch.device(device)
         self.half, self.backend_kind, self.threads = half, backend, threads
+        self.cuda_graph = cuda_graph
         self.channels_last = channels_last
         self.interval, self.adaptive = keyframe_interval, adaptive
         self.motion_threshold, self.scene_cut = motion_threshold, scene_cut
@@ -153,7 +157,7 @@ class YolactEdgeDetector(Stage):
         self.counts = {"keyframes": 0, "warped": 0}
 
     def open(self) -> None:
-        check_device("yolact_edge", self.device, self.half)
+        check_device("yolact_edge", self.device, self.half, self.cuda_graph, self.backend_kind)
         self.variant, meta = sidecar_variant(
             "yolact_edge",
             "YolactEdge",
@@ -184,7 +188,7 @@ class YolactEdgeDetector(Stage):
     def _backend(self, graph: torch.nn.Module, spec) -> Backend:
         return open_backend("yolact_edge", self.backend_kind, graph, spec, "yolact_edge",
                             self.device, "fp16" if self.half else "fp32", self.threads,
-                            self.channels_last)  # fmt: skip
+                            self.channels_last, self.cuda_graph)  # fmt: skip
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self.states.setdefault(source_id, _SourceState()).force = True

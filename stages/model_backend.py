@@ -22,18 +22,29 @@ log = logging.getLogger("framegraph")
 AUTO_CANDIDATES = ("torch", "onnxruntime")
 
 
-def check_device(stage: str, device: torch.device, half: bool = False) -> None:
-    """What every model stage checks first when it opens: the device exists here, and half
-    precision is asked for on CUDA only.
+def check_device(
+    stage: str,
+    device: torch.device,
+    half: bool = False,
+    cuda_graph: bool = False,
+    backend: str = "auto",
+) -> None:
+    """What every model stage checks first when it opens: the device exists here, half
+    precision and CUDA graphs are asked for on CUDA only, CUDA graphs of the torch backend.
 
     Raises:
         ModelError: a CUDA device is asked for and there is none (one line).
-        ConfigError: ``half`` without a CUDA device.
+        ConfigError: ``half`` or ``cuda_graph`` without a CUDA device, or ``cuda_graph`` with
+            a backend other than torch (or auto, which then measures torch with graphs).
     """
+    if cuda_graph and backend not in ("torch", "auto"):
+        raise ConfigError(f"{stage}: cuda_graph is an option of the torch backend, not {backend}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"{stage}: device {device} asked for, but CUDA is not available")
     if half and device.type != "cuda":
         raise ConfigError(f"{stage}: half precision needs a CUDA device")
+    if cuda_graph and device.type != "cuda":
+        raise ConfigError(f"{stage}: cuda_graph needs a CUDA device")
 
 
 def open_backend(
@@ -46,6 +57,7 @@ def open_backend(
     precision: str = "fp32",
     threads: int | None = None,
     channels_last: bool = False,
+    cuda_graph: bool = False,
 ) -> Backend:
     """The backend ``kind`` for ``graph``; ``auto`` measures torch and onnxruntime on the
     spec's example input and keeps the faster (the choice and timings are logged).
@@ -60,11 +72,12 @@ def open_backend(
         precision: ``fp32``, or ``fp16`` / ``bf16`` on CUDA.
         threads: CPU threads of onnxruntime.
         channels_last: torch: NHWC memory format.
+        cuda_graph: torch: replay one CUDA graph per input shape (``check_device`` first).
 
     Raises:
         ModelError: no such backend here, or its export / build failed (one line).
     """
-    options = (graph, spec, family, device, precision, threads, channels_last)
+    options = (graph, spec, family, device, precision, threads, channels_last, cuda_graph)
     try:
         if kind != "auto":
             return create_backend(kind, *options)

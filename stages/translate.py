@@ -77,6 +77,8 @@ class Translate(Stage):
         feather: soft edge of the region, pixels.
         device: ``cpu`` or ``cuda``.
         half: run the network in float16 (CUDA only; torch and tensorrt backends).
+        cuda_graph: torch on CUDA: capture the network once per input size and replay it
+            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: what runs the network (models/backends): ``torch`` (eager),
             ``onnxruntime`` (our export with dynamic height and width, made once and cached),
             ``tensorrt`` (an engine built from that export; needs TensorRT and a GPU) or
@@ -107,6 +109,7 @@ class Translate(Stage):
         feather: int = 3,
         device: str = "cpu",
         half: bool = False,
+        cuda_graph: bool = False,
         backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
         threads: int | None = None,
     ) -> None:
@@ -135,10 +138,11 @@ class Translate(Stage):
         self.feather = feather
         self.device = torch.device(device)
         self.half, self.backend_kind, self.threads = half, backend, threads
+        self.cuda_graph = cuda_graph
         self._consistency: dict[str, object] = {}
 
     def open(self) -> None:
-        check_device("translate", self.device, self.half)
+        check_device("translate", self.device, self.half, self.cuda_graph, self.backend_kind)
         if self.threads:
             torch.set_num_threads(self.threads)
         options = {k: v for k, v in self.generator_options.items() if v is not None}
@@ -156,7 +160,7 @@ class Translate(Stage):
         self.backend = open_backend(
             "translate", self.backend_kind, translation.TranslatorGraph(self.translator),
             translation.graph_spec(*self._example_size()), "translation", self.device,
-            "fp16" if self.half else "fp32", self.threads,
+            "fp16" if self.half else "fp32", self.threads, cuda_graph=self.cuda_graph,
         )  # fmt: skip
 
     def _example_size(self) -> tuple[int, int]:

@@ -79,6 +79,7 @@ def create_fastest_backend(
     precision: str = "fp32",
     threads: int | None = None,
     channels_last: bool = False,
+    cuda_graph: bool = False,
 ) -> tuple[Backend, dict[str, float]]:
     """Builds each of ``kinds`` that can run here and keeps the fastest on the spec's example.
 
@@ -94,9 +95,8 @@ def create_fastest_backend(
     candidates, reasons = [], []
     for kind in kinds:
         try:
-            candidates.append(
-                create_backend(kind, model, spec, family, device, precision, threads, channels_last)
-            )
+            options = (device, precision, threads, channels_last, cuda_graph)
+            candidates.append(create_backend(kind, model, spec, family, *options))
         except BackendError as error:  # includes BackendUnavailable
             reasons.append(f"{kind}: {error}")
     if not candidates:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
@@ -19,7 +21,8 @@ class TorchBackend:
         precision: "fp32", "fp16" or "bf16" (the latter two on CUDA only).
         channels_last: NHWC memory format for 4-D inputs (faster convolutions on GPUs).
         cuda_graph: capture one CUDA graph per input shape and replay it (removes the
-            per-kernel launch cost; CUDA only; shapes must repeat to pay off).
+            per-kernel launch cost; CUDA only; shapes must repeat to pay off). Calls from
+            several threads take turns: a graph has one set of input and output buffers.
     """
 
     name = "torch"
@@ -45,6 +48,7 @@ class TorchBackend:
         self.model = model.eval().to(self.device, self.dtype, memory_format=memory)
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list, tuple]] = {}
+        self._graph_lock = threading.Lock()
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.dtype, non_blocking=True)
@@ -62,6 +66,10 @@ class TorchBackend:
         return tuple(o.float() for o in outputs)
 
     def _replay(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        with self._graph_lock:
+            return self._replay_locked(xs)
+
+    def _replay_locked(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         key = tuple((tuple(x.shape), x.dtype) for x in xs)
         if key not in self._graphs:
             static = [x.clone() for x in xs]
@@ -72,7 +80,9 @@ class TorchBackend:
                     self.model(*static)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: other pipeline threads' CUDA calls (copies, syncs) during the
+            # capture must not invalidate it; only this thread's own would
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = self.model(*static)
             self._graphs[key] = (graph, static, out if isinstance(out, tuple | list) else (out,))
         graph, static, out = self._graphs[key]

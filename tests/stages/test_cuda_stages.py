@@ -25,7 +25,11 @@ pytestmark = [
 WEIGHTS = ROOT / "models"
 # float32 on CUDA may differ from the CPU by rounding (TF32 is off by default for convs in
 # torch, but cuDNN picks other algorithms); float16 by about 1e-3 relative.
-SETTINGS = [("fp32", {"device": "cuda"}), ("fp16", {"device": "cuda", "half": True})]
+SETTINGS = [
+    ("fp32", {"device": "cuda"}),
+    ("fp16", {"device": "cuda", "half": True}),
+    ("fp16+graph", {"device": "cuda", "half": True, "cuda_graph": True}),  # replayed graphs
+]
 
 
 def frames(count: int, width: int = 320, height: int = 256) -> list[np.ndarray]:
