@@ -109,9 +109,11 @@ def remove_overlaps(
     energy: list[np.ndarray] = []
     taken: dict[int, np.ndarray] = {}
     boxes = detections.boxes.cpu().numpy().astype(np.int32)
+    classes = detections.classes.tolist()  # one copy, not a device sync per detection
     logits = mask_logits.float().cpu().numpy()
     for index in order:
-        if int(detections.classes[index]) == 0:
+        cls = classes[index]
+        if cls == 0:
             continue
         x1, y1, x2, y2 = (int(v) for v in boxes[index])
         w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
@@ -121,7 +123,6 @@ def remove_overlaps(
         window[...] = resized[: window.shape[0], : window.shape[1]]
         mask = full > 0
         area = int(mask.sum())
-        cls = int(detections.classes[index])
         mine = taken.setdefault(cls, np.zeros((height, width), bool))
         if area == 0 or (mask & mine).sum() / area > overlap_thresh:
             continue

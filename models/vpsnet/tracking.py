@@ -99,18 +99,19 @@ class TrackMemory:
             return torch.arange(n)
         comp = self.match_scores(logits, boxes, scores, labels, weights)
         likelihood, matched = comp.max(dim=1)
+        likelihoods, matches = likelihood.tolist(), matched.tolist()  # one copy off the device
         ids = torch.full((n,), -1, dtype=torch.long)
         best: dict[int, float] = {}
         holder: dict[int, int] = {}
         for k in range(n):
-            if int(matched[k]) == 0:
+            if matches[k] == 0:
                 ids[k] = self._append(embeddings[k], boxes[k], labels[k])
                 continue
-            obj = int(matched[k]) - 1
-            if float(likelihood[k]) > best.get(obj, -100.0):
+            obj = matches[k] - 1
+            if likelihoods[k] > best.get(obj, -100.0):
                 if obj in holder:
                     ids[holder[obj]] = -1
-                ids[k], holder[obj], best[obj] = obj, k, float(likelihood[k])
+                ids[k], holder[obj], best[obj] = obj, k, likelihoods[k]
                 self.embeddings[obj] = embeddings[k]
                 self.boxes[obj] = boxes[k]
         for k in torch.nonzero(ids < 0).squeeze(1).tolist():
