@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -97,3 +98,20 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg
 def clip(tmp_path: Path) -> Path:
     """A 30-frame 160x120 H.264 mp4 at 30 fps."""
     return write_video(tmp_path / "clip.mp4")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--golden-report",
+        action="store_true",
+        help="print every golden comparison's largest error beside its bound",
+    )
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    from tests.golden import COMPARISONS, format_report
+
+    if config.getoption("--golden-report") and COMPARISONS:
+        threads = os.environ.get("OMP_NUM_THREADS", "torch's default")
+        terminalreporter.section(f"golden comparisons (OMP_NUM_THREADS: {threads})")
+        terminalreporter.write_line(format_report(COMPARISONS))

@@ -6,9 +6,16 @@ into this repository, only the numbers it produces. It runs the official network
 import-time CUDA calls are stubbed), with deterministic weights from :func:`seeded_state_dict`
 loaded strictly into both implementations, on a fixed 64x96 input:
 
-- image mode, yolact_edge_mobilenetv2: raw head outputs (loc, conf, mask coefficients, proto);
+- image mode, yolact_edge_mobilenetv2: raw head outputs (loc, class logits, mask coefficient
+  logits, proto);
 - video mode, yolact_edge_vid_resnet50: a keyframe on frame A, then a non-keyframe on frame B
   warped from A (partial backbone, FlowNetMini, SPA);
+
+Class scores and mask coefficients are recorded before their softmax / tanh (read off the
+prediction head's ``conf_layer`` / ``mask_layer`` by :func:`head_logits`, which the tests run on
+our port too): seeded weights give logits in the thousands, where a rounding difference of a
+few ulps (another CPU, another thread count) would become an absolute error of 1e-3 after the
+activation. Comparing the logits relative to their own scale holds on any CPU.
 - the official Detect + postprocess on synthetic peaky head outputs (boxes, classes, scores,
   masks), so decoding, Fast NMS and mask assembly are pinned too.
 
@@ -21,6 +28,7 @@ import argparse
 import re
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +72,44 @@ def seeded_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tens
             value = 1 + value
         out[key] = value.to(tensor.dtype)
     return out
+
+
+def head_logits(
+    model: torch.nn.Module, run: Callable[[], object], num_classes: int
+) -> dict[str, torch.Tensor]:
+    """Class and mask-coefficient logits of ``run()``, before softmax / tanh.
+
+    Hooks every module named ``*.conf_layer`` / ``*.mask_layer`` (the official names, kept in
+    our port; the official heads share one module across levels), runs ``run``, and returns the
+    convolutions' outputs in call order, flattened as the head flattens them.
+
+    Returns:
+        ``conf_logits`` float [N, P, num_classes], ``mask_logits`` float [N, P, 32].
+    """
+    seen: dict[str, list[torch.Tensor]] = {"conf_layer": [], "mask_layer": []}
+
+    def keep(kind: str) -> Callable:
+        return lambda _module, _args, out: seen[kind].append(out)
+
+    hooks = [
+        module.register_forward_hook(keep(name.rsplit(".", 1)[-1]))
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in seen
+    ]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    def flat(outputs: list[torch.Tensor], width: int) -> torch.Tensor:
+        n = outputs[0].shape[0]
+        return torch.cat([o.permute(0, 2, 3, 1).reshape(n, -1, width) for o in outputs], dim=1)
+
+    return {
+        "conf_logits": flat(seen["conf_layer"], num_classes),
+        "mask_logits": flat(seen["mask_layer"], 32),
+    }
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,22 +159,32 @@ def main() -> None:
     net.detect = torch.nn.Identity()
     extras = {"backbone": "full", "interrupt": False, "keep_statistics": False,
               "moving_statistics": None}  # fmt: skip
-    raw = net(a, extras=extras)["pred_outs"]
-    golden["mobilenetv2"] = {k: raw[k] for k in ("loc", "conf", "mask", "priors", "proto")}
+    runs: dict[str, dict] = {}
+    logits = head_logits(net, lambda: runs.setdefault("a", net(a, extras=extras)), cfg.num_classes)
+    raw = runs["a"]["pred_outs"]
+    golden["mobilenetv2"] = {k: raw[k] for k in ("loc", "priors", "proto")} | logits
 
     set_cfg("yolact_edge_vid_resnet50_config")
     net = Yolact(training=True)
     net.eval()  # the official train() returns None: no chaining
     net.load_state_dict(seeded_state_dict(net, 1), strict=True)
     net.detect = torch.nn.Identity()
-    key = net(a, extras={**extras, "keep_statistics": True})
+    key_logits = head_logits(
+        net,
+        lambda: runs.setdefault("key", net(a, extras={**extras, "keep_statistics": True})),
+        cfg.num_classes,
+    )
+    key = runs["key"]
     statistics = {"feats": key["feats"], "lateral": key["lateral"]}
-    nonkey = net(b, extras={"backbone": "partial", "interrupt": False,
-                            "moving_statistics": statistics})  # fmt: skip
-    golden["vid_resnet50_key"] = {k: key["pred_outs"][k] for k in ("loc", "conf", "mask", "proto")}
+    nonkey_extras = {"backbone": "partial", "interrupt": False, "moving_statistics": statistics}
+    nonkey_logits = head_logits(
+        net, lambda: runs.setdefault("nonkey", net(b, extras=nonkey_extras)), cfg.num_classes
+    )
+    nonkey = runs["nonkey"]
+    golden["vid_resnet50_key"] = {k: key["pred_outs"][k] for k in ("loc", "proto")} | key_logits
     golden["vid_resnet50_nonkey"] = {
-        k: nonkey["pred_outs"][k] for k in ("loc", "conf", "mask", "proto")
-    }
+        k: nonkey["pred_outs"][k] for k in ("loc", "proto")
+    } | nonkey_logits
 
     set_cfg("yolact_edge_mobilenetv2_config")
     priors = golden["mobilenetv2"]["priors"]  # type: ignore[index]

@@ -25,7 +25,9 @@ from models.yolact_edge import (
     priors,
     to_input,
 )
-from tools.golden_yolact_edge import seeded_state_dict
+from models.yolact_edge.net import YolactEdge
+from tests.golden import assert_close, assert_decisions_agree, relative_error
+from tools.golden_yolact_edge import head_logits, seeded_state_dict
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "yolact_edge"
 SHARED_MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "manifests"
@@ -144,9 +146,20 @@ def golden() -> dict:
     return torch.load(DATA / "golden.pt", weights_only=False)
 
 
-def close(ours: torch.Tensor, theirs: torch.Tensor, tolerance: float = 1e-4) -> float:
-    scale = max(1.0, float(theirs.abs().max()))
-    return float((ours - theirs).abs().max()) / scale
+# Relative to each output's own scale (seeded weights put the video model's logits in the
+# thousands). Measured on a 2-core AMD EPYC at 1-3 threads: at most 1.3e-5 (the non-keyframe's
+# loc; the warp amplifies rounding), 1.5e-6 elsewhere; see the README's golden table.
+TOLERANCE = 1e-4
+OUTPUTS = ("loc", "conf_logits", "mask_logits", "proto")
+
+
+def raw_outputs(model: YolactEdge, run) -> dict[str, torch.Tensor]:
+    """``run(model)``'s loc and proto, and its class / coefficient logits before softmax / tanh
+    (read off the heads by the golden recorder's own hooks)."""
+    outputs: list = []
+    logits = head_logits(model, lambda: outputs.append(run(model)), model.config.num_classes)
+    loc, _, _, proto = outputs[0]
+    return {"loc": loc, "proto": proto, **logits}
 
 
 def test_priors_equal_official(golden: dict) -> None:
@@ -161,44 +174,59 @@ def test_priors_equal_official(golden: dict) -> None:
     )
 
 
+@pytest.mark.golden
 @torch.inference_mode()
 def test_image_mode_matches_official(golden: dict) -> None:
     model = build_model("yolact_edge_mobilenetv2").eval()
     load_weights(model, seeded_state_dict(model, 0))
-    loc, conf, coeffs, proto = model(golden["input_a"])
-    expected = golden["mobilenetv2"]
-    for ours, key in ((loc, "loc"), (conf, "conf"), (coeffs, "mask"), (proto, "proto")):
-        assert ours.shape == expected[key].shape
-        assert close(ours, expected[key]) < 1e-4, key
+    ours = raw_outputs(model, lambda m: m(golden["input_a"]))
+    for key in OUTPUTS:
+        assert_close(ours[key], golden["mobilenetv2"][key], TOLERANCE, f"mobilenetv2 {key}")
+    # The activations are the official ones: softmax over classes, tanh on the coefficients.
+    _, conf, coeffs, _ = model(golden["input_a"])
+    assert torch.allclose(conf, torch.softmax(ours["conf_logits"], -1))
+    assert torch.allclose(coeffs, torch.tanh(ours["mask_logits"]))
 
 
+@pytest.mark.golden
 @torch.inference_mode()
 def test_keyframe_and_warped_non_keyframe_match_official(golden: dict) -> None:
     model = build_model("yolact_edge_vid_resnet50").eval()
     load_weights(model, seeded_state_dict(model, 1))
-    key_outputs, state = model.keyframe(golden["input_a"])
-    warped_outputs = model.non_keyframe(golden["input_b"], state)
-    for outputs, name in (
-        (key_outputs, "vid_resnet50_key"),
-        (warped_outputs, "vid_resnet50_nonkey"),
-    ):
-        for ours, key in zip(outputs, ("loc", "conf", "mask", "proto"), strict=True):
-            assert close(ours, golden[name][key]) < 1e-4, (name, key)
+    states = []
+
+    def keyframe(m: YolactEdge):
+        outputs, state = m.keyframe(golden["input_a"])
+        states.append(state)
+        return outputs
+
+    key = raw_outputs(model, keyframe)
+    warped = raw_outputs(model, lambda m: m.non_keyframe(golden["input_b"], states[0]))
+    for ours, name in ((key, "vid_resnet50_key"), (warped, "vid_resnet50_nonkey")):
+        for output in OUTPUTS:
+            assert_close(ours[output], golden[name][output], TOLERANCE, f"{name} {output}")
     # The non-keyframe really differs from running the keyframe path on frame B.
     full_b, _ = model.keyframe(golden["input_b"])
-    assert close(full_b[3], golden["vid_resnet50_nonkey"]["proto"]) > 1e-3
+    assert relative_error(full_b[3], golden["vid_resnet50_nonkey"]["proto"]) > 1e-3
 
 
+@pytest.mark.golden
 def test_detection_matches_official(golden: dict) -> None:
+    # The head outputs are recorded constants, so the decisions (which detections, their
+    # classes and order) take the same scores; only the box decode computes (an exp).
     head = golden["detect"]["head"]
     prior = golden["mobilenetv2"]["priors"]
     (found,) = detect(head["loc"], head["conf"], head["mask"], prior)
     expected = golden["detect"]
     assert len(found) == len(expected["scores"]) == 100
     assert torch.equal(found.classes, expected["classes"])
-    assert torch.allclose(found.scores, expected["scores"], atol=1e-6)
-    assert torch.allclose(found.boxes, expected["boxes_rel"], atol=1e-6)
-    assert torch.equal(boxes_in_pixels(found.boxes, 64, 96).long(), expected["boxes_long"])
+    assert_close(found.scores, expected["scores"], 1e-6, "detect scores")
+    assert_close(found.boxes, expected["boxes_rel"], 1e-5, "detect boxes")
+    # Pixel boxes are truncated to integers: compare them where a coordinate is not within
+    # rounding of a pixel edge (a truncation there may go either way).
+    pixels = boxes_in_pixels(found.boxes, 64, 96)
+    clear = (pixels - pixels.round()).abs() > 1e-4
+    assert_decisions_agree(pixels.long(), expected["boxes_long"], clear, "detect pixel boxes")
     ours = masks(head["proto"][0], found, 64, 96).numpy()
     theirs = np.unpackbits(expected["masks_packed"].numpy(), axis=-1, count=96).astype(bool)
     assert (ours == theirs).mean() > 0.9999  # bilinear ties at exactly 0.5 may flip a pixel
@@ -255,12 +283,18 @@ def test_windowed_masks_equal_resizing_whole_maps(size: tuple[int, int]) -> None
 # --------------------------------------------------------------------------- export
 
 
+@pytest.mark.golden
 def test_exported_graphs_match_torch_on_onnxruntime(tmp_path: Path) -> None:
     from models.backends import create_backend
     from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
 
     model = build_model("yolact_edge_vid_mobilenetv2").eval()
     load_weights(model, seeded_state_dict(model, 5))
+    with torch.no_grad():  # logits near 1, not ~50: softmax and tanh stay well conditioned
+        head = model.prediction_layers[0]
+        for layer in (head.conf_layer, head.mask_layer):
+            layer.weight.mul_(0.02)
+            layer.bias.mul_(0.02)
     key_spec, non_key_spec = graph_specs()
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(1, 3, 550, 550, generator=generator)
@@ -277,11 +311,7 @@ def test_exported_graphs_match_torch_on_onnxruntime(tmp_path: Path) -> None:
         got = onnx(*inputs(key))
         assert len(got) == len(spec.outputs)
         for name, ours, theirs in zip(spec.outputs, got, expected, strict=True):
-            # Unbounded outputs: within 1e-4 of their scale. conf (softmax) and coeffs (tanh)
-            # are bounded, but their inputs reach ~50 with these seeded weights, so float32
-            # rounding (~1e-6 relative) shows up to ~5e-4 where tanh / softmax are steep.
-            bound = 1e-3 if name in ("conf", "coeffs") else 1e-4
-            assert close(ours, theirs) < bound, name
+            assert_close(ours, theirs, 1e-4, f"onnxruntime {graph.__class__.__name__} {name}")
 
 
 DEMO = (
@@ -321,8 +351,9 @@ def test_demo_weights_find_people_in_a_held_out_scene() -> None:
         assert ious and max(ious) > 0.5
 
 
+@pytest.mark.golden
 def test_demo_weights_graphs_match_torch_on_onnxruntime_to_1e4() -> None:
-    # Trained weights on real (synthetic) frames: every output within 1e-4 absolute.
+    # Trained weights on real (synthetic) frames: every output within 1e-4 of its scale.
     from models.backends import create_backend
     from models.yolact_edge import weights_meta
     from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
@@ -344,8 +375,12 @@ def test_demo_weights_graphs_match_torch_on_onnxruntime_to_1e4() -> None:
         (key_spec, non_key_spec), runs["torch"], runs["onnxruntime"], strict=True
     ):
         for name, theirs, ours in zip(spec.outputs, expected, got, strict=True):
-            assert theirs.shape == ours.shape
-            assert float((theirs - ours).abs().max()) < 1e-4, name
+            assert_close(
+                ours,
+                theirs,
+                1e-4,
+                f"demo onnxruntime {'key' if spec is key_spec else 'non-key'} {name}",
+            )
 
 
 def test_missing_or_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
