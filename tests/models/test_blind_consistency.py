@@ -19,10 +19,21 @@ from models.translation.blind_consistency import (
     resize_bilinear,
     working_size,
 )
+from tests.golden import assert_close
 from tools.golden_blind_consistency import seeded_state_dict
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "translation"
-TOLERANCE = 1e-5
+TOLERANCE = 1e-4
+"""Relative to the golden's largest value, for every recorded tensor (residuals, ConvLSTM states,
+video outputs): convolutions sum in an order that the CPU and the thread count change (largest
+measured: 1.6e-6)."""
+UNSATURATED = 0.9
+"""Bound on the recorded |residual|. The residual is recorded after its tanh (the logits are not),
+which is well conditioned relative to its scale only while it does not saturate: the tanh passes
+at most all of a logit's rounding, and with |tanh| <= 0.9 the logits are at most atanh(0.9) =
+1.64 x the residual's scale (recorded: |residual| <= 0.67). The hidden state, sigmoid(o) *
+tanh(cell), is conditioned by the cell (recorded and compared too, |cell| <= 1.41), and the
+sigmoid passes at most 1/4 of its gate logit's rounding."""
 
 
 def layout(model: torch.nn.Module) -> list[list]:
@@ -105,26 +116,32 @@ def test_foreign_files_fail_in_one_line(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- parity
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("norm", ["IN", "BN"])
 def test_steps_match_official(golden: dict, norm: str) -> None:
     net, theirs = seeded(norm, golden["seeds"][norm]), golden[norm]
+    assert theirs["residual"].abs().max() < UNSATURATED  # else compare before the tanh
     state = None
     with torch.no_grad():
-        for t in range(3):
+        for t in range(3):  # each step on the official inputs (which hold the official O_t-1)
             residual, state = net(theirs["inputs"][t][None], state)
-            assert (residual[0] - theirs["residual"][t]).abs().max() < TOLERANCE
-            assert (state[0][0] - theirs["hidden"][t]).abs().max() < TOLERANCE
-            assert (state[1][0] - theirs["cell"][t]).abs().max() < TOLERANCE
+            for name, ours in (("residual", residual), ("hidden", state[0]), ("cell", state[1])):
+                what = f"blind {norm} {name} t={t + 1}"
+                assert_close(ours[0], theirs[name][t], TOLERANCE, what)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("norm", ["IN", "BN"])
 def test_video_matches_official_test_loop(golden: dict, norm: str) -> None:
     run = BlindConsistency(seeded(norm, golden["seeds"][norm]))
     frames, processed, theirs = golden["frames"], golden["processed"], golden[norm]["outputs"]
     outputs = torch.cat([run.step(frames[t][None], processed[t][None]) for t in range(len(frames))])
-    assert torch.equal(outputs[0], processed[0])  # frame 0 is passed through
-    assert (outputs - theirs).abs().max() < TOLERANCE
-    assert (outputs[1:] - processed[1:]).abs().mean() > 0.05  # the network did something
+    # frame 0 is passed through: P_0 clipped to 0..1, where it already lies (no arithmetic)
+    assert torch.equal(outputs[0], processed[0])
+    # O_t = clip(P_t + residual resized), fed back at t + 1: the clip passes rounding on without
+    # growing it, so our own O_t-1 carries it into the next step without amplifying it
+    assert_close(outputs, theirs, TOLERANCE, f"blind {norm} video outputs")
+    assert (theirs[1:] - processed[1:]).abs().mean() > 0.05  # the network did something
     run.reset()
     assert torch.equal(run.step(frames[2][None], processed[2][None])[0], processed[2])
 

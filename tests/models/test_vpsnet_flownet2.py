@@ -21,6 +21,7 @@ from models.vpsnet import FlowNet2, denormalise, flownet2_flow, load_flownet2
 from models.vpsnet.flownet2 import channel_norm, flownet2_padding, resample2d
 from models.vpsnet.fusion import correlation
 from models.vpsnet.weights import flownet2_state_dict, official_state_dict
+from tests.golden import assert_close
 from tools.golden_flownet2 import (
     COMPUTE_FLOW_SIZE,
     FORWARD_SIZE,
@@ -33,8 +34,11 @@ from tools.golden_flownet2 import (
 from tools.golden_vpsnet import seeded_state_dict
 
 PARTS = ("flownetc", "flownets_1", "flownets_2", "flownets_d")
-SUB_TOLERANCE = 1e-5  # sub-network outputs (flow / 20, |x| <~ 1.5)
-FLOW_RELATIVE = 1e-4  # final flows (up to ~50 px), relative to the golden's largest value
+TOLERANCE = 1e-4
+"""Relative to the golden's largest value, for every flow compared: the sub-networks' (flow / 20,
+|x| <~ 1.3) and the final ones (up to ~47 px). Flows are regressed, no activation after them;
+five cascaded networks of 162 M weights sum in an order that the CPU and the thread count change
+(largest measured: 1.3e-5, the 200 x 400 compute_flow)."""
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +66,7 @@ def test_layout_is_the_official_manifest(model: FlowNet2) -> None:
     assert not any(p.requires_grad for p in model.parameters())  # frozen, as officially
 
 
+@pytest.mark.golden
 def test_forward_matches_the_official_flownet2(model: FlowNet2, golden: dict) -> None:
     seen = {}
     hooks = [
@@ -79,11 +84,12 @@ def test_forward_matches_the_official_flownet2(model: FlowNet2, golden: dict) ->
             hook.remove()
     expected = golden["forward"]
     for name in PARTS:
-        assert max_diff(seen[name], expected[name]) < SUB_TOLERANCE, name
-    assert max_diff(flow, expected["flow"]) < FLOW_RELATIVE * expected["flow"].abs().max()
+        assert_close(seen[name], expected[name], TOLERANCE, f"flownet2 {name}")
+    assert_close(flow, expected["flow"], TOLERANCE, "flownet2 flow")
     assert expected["flow"].abs().max() > 5  # the random net does move things
 
 
+@pytest.mark.golden
 def test_flownet2_flow_is_the_official_compute_flow(model: FlowNet2, golden: dict) -> None:
     """200 x 400 normalised frames: de-normalised, padded to 256 x 448 (the zeros count in the
     mean), FlowNet2, cropped: as ``PanopticFuseTrack.compute_flow``."""
@@ -91,7 +97,7 @@ def test_flownet2_flow_is_the_official_compute_flow(model: FlowNet2, golden: dic
     flow = flownet2_flow(model, denormalise(current), denormalise(reference))
     expected = golden["compute_flow"]["flow"]
     assert flow.shape == (1, 2, *COMPUTE_FLOW_SIZE)
-    assert max_diff(flow, expected) < FLOW_RELATIVE * expected.abs().max()
+    assert_close(flow, expected, TOLERANCE, "flownet2 compute_flow")
 
 
 def test_padding_is_the_officials_and_else_to_multiples_of_64() -> None:
