@@ -78,9 +78,9 @@ class DensePoseDetector(Stage):
             (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: what runs the whole-image part (backbone, FPN, RPN head, DensePose decoder;
             models/backends): ``torch``, ``onnxruntime`` (our export with dynamic size, made
-            once and cached), ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the faster
-            of torch and onnxruntime, measured at the working size when the stage opens). The
-            heads on each person's box run in torch.
+            once and cached), ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the fastest
+            of torch, onnxruntime and tensorrt where they run, measured at the working size
+            when the stage opens). The heads on each person's box run in torch.
         threads: CPU threads of torch and onnxruntime (default: theirs).
     """
 

@@ -89,7 +89,7 @@ class FaceDetector(Stage):
             (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: ``torch`` (eager), ``onnxruntime`` (our model exported to ONNX once,
             cached), ``tensorrt`` (an engine built from that export, cached; needs
-            TensorRT and a GPU) or ``auto`` (the fastest of torch and onnxruntime, measured
+            TensorRT and a GPU) or ``auto`` (the fastest of torch, onnxruntime, tensorrt, measured
             on a 640x480 input when the stage opens). See models/backends.
         threads: intra-op threads of onnxruntime (None: one per core).
     """

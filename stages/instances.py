@@ -106,8 +106,9 @@ class YolactEdgeDetector(Stage):
         cuda_graph: torch on CUDA: capture the network once per input size and replay it
             (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: what runs the keyframe and non-keyframe graphs (models/backends): ``torch``,
-            ``onnxruntime``, ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the faster
-            of torch and onnxruntime, measured per graph when the stage opens).
+            ``onnxruntime``, ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the fastest
+            of torch, onnxruntime and tensorrt where they run, measured per graph when the
+            stage opens).
         threads: onnxruntime intra-op threads.
         channels_last: torch backend: NHWC memory format, whose convolutions run 5-25%
             faster on this model on a CPU (bench/yolact_edge.py) as well as on GPUs.

@@ -14,12 +14,20 @@ from models.backends import (
     create_backend,
     create_fastest_backend,
     require_backend,
+    runnable_kinds,
 )
 from pipeline.errors import ConfigError, ModelError
 
 log = logging.getLogger("framegraph")
 
-AUTO_CANDIDATES = ("torch", "onnxruntime")
+AUTO_CANDIDATES = ("torch", "onnxruntime", "tensorrt")
+
+
+def auto_candidates(device: torch.device, precision: str = "fp32") -> tuple[str, ...]:
+    """The backends ``auto`` builds and measures: those of :data:`AUTO_CANDIDATES` whose
+    package and device are here and that run ``precision`` (``tensorrt`` only with TensorRT
+    and a CUDA device, ``onnxruntime`` only in fp32 and, on CUDA, with its CUDA provider)."""
+    return runnable_kinds(AUTO_CANDIDATES, device, precision)
 
 
 def check_device(
@@ -59,8 +67,10 @@ def open_backend(
     channels_last: bool = False,
     cuda_graph: bool = False,
 ) -> Backend:
-    """The backend ``kind`` for ``graph``; ``auto`` measures torch and onnxruntime on the
-    spec's example input and keeps the faster (the choice and timings are logged).
+    """The backend ``kind`` for ``graph``; ``auto`` builds each of :func:`auto_candidates`
+    (torch, onnxruntime, tensorrt where they can run), measures them on the spec's example
+    input and keeps the fastest (the choice and timings are logged). A candidate whose export
+    or engine build fails is left out.
 
     Args:
         stage: the stage kind, for messages (e.g. "translate").
@@ -81,7 +91,8 @@ def open_backend(
     try:
         if kind != "auto":
             return create_backend(kind, *options)
-        backend, timings = create_fastest_backend(AUTO_CANDIDATES, *options)
+        kinds = auto_candidates(device, precision) or AUTO_CANDIDATES  # none: say why each not
+        backend, timings = create_fastest_backend(kinds, *options)
     except BackendError as error:
         raise ModelError(f"{stage}: {error}") from None
     log.info("%s: %s (median ms: %s)", stage, backend.name,

@@ -84,7 +84,7 @@ class VPSNetSegmenter(Stage):
             (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
         backend: what runs the whole-image part (backbone, FPN, fusion, RPN and semantic
             heads; models/backends): ``torch``, ``onnxruntime``, ``tensorrt`` (needs TensorRT
-            and a GPU) or ``auto`` (the faster of torch and onnxruntime; torch for the official
+            and a GPU) or ``auto`` (the fastest of those that run here; torch for the official
             variants, whose deformable convolutions ONNX lacks). Exports have fixed
             shapes (see ``models.vpsnet.export``), so the backends for an input size are made,
             and ``auto`` measured, at the first frame of that size. The heads on the

@@ -82,7 +82,7 @@ class Translate(Stage):
         backend: what runs the network (models/backends): ``torch`` (eager),
             ``onnxruntime`` (our export with dynamic height and width, made once and cached),
             ``tensorrt`` (an engine built from that export; needs TensorRT and a GPU) or
-            ``auto`` (the faster of torch and onnxruntime, measured at the working size when
+            ``auto`` (the fastest of those that run here, measured at the working size when
             the stage opens). The blind consistency network always runs in torch.
         threads: CPU threads of torch and onnxruntime (default: theirs).
     """

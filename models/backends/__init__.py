@@ -23,6 +23,7 @@ from models.backends.select import (
     create_fastest_backend,
     fastest,
     require_backend,
+    runnable_kinds,
 )
 from models.backends.tensorrt import EngineCache, EngineKey, TensorRTBackend, tensorrt_version
 from models.backends.torch_backend import TorchBackend
@@ -43,5 +44,6 @@ __all__ = [
     "export_onnx",
     "fastest",
     "require_backend",
+    "runnable_kinds",
     "tensorrt_version",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
 from models.backends.onnx import cached_onnx
 from models.backends.ort import OnnxRuntimeBackend
+from models.backends.tensorrt import PRECISIONS as TENSORRT_PRECISIONS
 from models.backends.tensorrt import TensorRTBackend
 from models.backends.torch_backend import TorchBackend
 
@@ -67,7 +68,23 @@ def require_backend(kind: str, device: str | torch.device = "cpu", precision: st
             raise BackendError("the onnxruntime backend runs our fp32 export")
         OnnxRuntimeBackend.require(device)
     elif kind == "tensorrt":
+        if precision not in TENSORRT_PRECISIONS:
+            raise BackendError(f"the tensorrt backend runs {' or '.join(TENSORRT_PRECISIONS)}")
         TensorRTBackend.require(device)
+
+
+def runnable_kinds(
+    kinds: Sequence[str], device: str | torch.device = "cpu", precision: str = "fp32"
+) -> tuple[str, ...]:
+    """Those of ``kinds`` that :func:`require_backend` accepts here, in their order."""
+    runnable = []
+    for kind in kinds:
+        try:
+            require_backend(kind, device, precision)
+        except BackendError:  # includes BackendUnavailable
+            continue
+        runnable.append(kind)
+    return tuple(runnable)
 
 
 def create_fastest_backend(
@@ -80,11 +97,13 @@ def create_fastest_backend(
     threads: int | None = None,
     channels_last: bool = False,
     cuda_graph: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[Backend, dict[str, float]]:
     """Builds each of ``kinds`` that can run here and keeps the fastest on the spec's example.
 
-    Kinds that are unavailable (or do not support ``precision``) are left out. The other
-    arguments are as for :func:`create_backend`.
+    Kinds that are unavailable, do not support ``precision`` or fail to export / build are
+    left out. ``clock`` is as for :func:`fastest`; the other arguments are as for
+    :func:`create_backend`.
 
     Returns:
         The chosen backend and the median seconds per call of every candidate.
@@ -102,26 +121,30 @@ def create_fastest_backend(
     if not candidates:
         raise BackendUnavailable("no backend can run here (" + "; ".join(reasons) + ")")
     example = [torch.zeros(shape) for shape in spec.example]
-    return fastest(candidates, example)
+    return fastest(candidates, example, clock=clock)
 
 
 def fastest(
-    backends: Sequence[Backend], inputs: Sequence[torch.Tensor], repeats: int = 5
+    backends: Sequence[Backend],
+    inputs: Sequence[torch.Tensor],
+    repeats: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[Backend, dict[str, float]]:
     """The backend with the lowest median time on ``inputs``, and every median in seconds.
 
-    Each backend runs once to warm up (lazy allocation, autotuning), then ``repeats`` times.
+    Each backend runs once to warm up (lazy allocation, autotuning), then ``repeats`` times,
+    each call timed by ``clock`` (seconds; tests pass a virtual one). Ties go to the first.
     """
     timings: dict[str, float] = {}
     for backend in backends:
         backend(*inputs)
         samples = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             backend(*inputs)
             if backend.device.type == "cuda":
                 torch.cuda.synchronize(backend.device)
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
         timings[backend.name] = sorted(samples)[len(samples) // 2]
     best = min(backends, key=lambda b: timings[b.name])
     return best, timings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -22,9 +23,12 @@ from models.backends import (
     cached_onnx,
     create_backend,
     fastest,
+    require_backend,
     tensorrt_version,
 )
+from models.backends import tensorrt as tensorrt_backend
 from models.backends.onnx import model_digest
+from tests.golden import assert_close
 
 KEY = EngineKey(
     onnx_sha256="ab" * 32,
@@ -147,10 +151,66 @@ def test_concurrent_builders_produce_one_engine(tmp_path: Path) -> None:
     assert Path(paths[0]).read_bytes() == b"x" * 100_000
 
 
-@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed here")
-def test_tensorrt_missing_is_a_clear_error(tmp_path: Path) -> None:
+def test_tensorrt_missing_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    # runs on every machine: TensorRT's absence is simulated where it is installed
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_version", lambda: None)
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
         TensorRTBackend(tmp_path / "x.onnx", retinaface.graph_spec())
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_version", lambda: "10.3.0")  # installed
+    with pytest.raises(BackendUnavailable, match=r"TensorRT needs a CUDA device \(got cpu\)"):
+        TensorRTBackend(tmp_path / "x.onnx", retinaface.graph_spec(), "cpu")
+    with pytest.raises(BackendError, match="the tensorrt backend runs fp32 or fp16"):
+        require_backend("tensorrt", "cuda", "bf16")  # before looking for TensorRT at all
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(tensorrt_version() is None, reason="needs TensorRT (NVIDIA's wheels)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 3e-3), ("fp16", 3e-2)])
+def test_tensorrt_engine_matches_torch_and_is_cached(
+    mobilenet: torch.nn.Module, precision: str, tolerance: float, tmp_path: Path, monkeypatch
+) -> None:
+    """A real engine from our RetinaFace export, built through create_backend as a stage
+    does: its outputs match torch eager on two shapes of the dynamic profile, relative to
+    each output's scale (fp32 engines use TF32 by default on Ampere and later: a 10-bit
+    mantissa per multiply; a wrong binding, layout or output order errs by O(1)), and a second
+    open loads the cached engine instead of building again."""
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    builds = []
+    build = TensorRTBackend._build
+
+    def counted(self: TensorRTBackend, *args: object) -> bytes:
+        builds.append(args)
+        return build(self, *args)
+
+    monkeypatch.setattr(TensorRTBackend, "_build", counted)
+    spec = retinaface.graph_spec()
+    torch.manual_seed(0)
+    inputs = [torch.randn(1, 3, 480, 640) * 50, torch.randn(2, 3, 301, 357) * 50]
+    references = [TorchBackend(mobilenet)(x) for x in inputs]  # fp32 on the CPU
+
+    def check(backend: object) -> None:
+        for x, reference in zip(inputs, references, strict=True):
+            outputs = backend(x)
+            torch.cuda.synchronize()
+            assert [o.shape for o in outputs] == [r.shape for r in reference]
+            for name, out, ref in zip(spec.outputs, outputs, reference, strict=True):
+                assert out.device.type == "cuda" and out.dtype == torch.float32
+                assert_close(out, ref, tolerance, f"tensorrt {precision} {name} {tuple(x.shape)}")
+
+    engine = create_backend("tensorrt", mobilenet, spec, "retinaface", "cuda", precision)
+    assert engine.name == "tensorrt" and len(builds) == 1
+    (path,) = (tmp_path / "tensorrt").glob("*.engine")
+    key = json.loads(path.with_suffix(".json").read_text())["key"]
+    assert key["precision"] == precision and key["tensorrt_version"] == tensorrt_version()
+    assert key["gpu_name"] == torch.cuda.get_device_name()
+    stamp = path.stat().st_mtime_ns
+    check(engine)
+    again = create_backend("tensorrt", mobilenet, spec, "retinaface", "cuda", precision)
+    assert len(builds) == 1, "the second open built the engine again instead of loading it"
+    assert path.stat().st_mtime_ns == stamp
+    assert list((tmp_path / "tensorrt").glob("*.engine")) == [path]
+    check(again)
 
 
 def test_torch_backend_rejects_gpu_options_on_cpu() -> None:
@@ -175,8 +235,47 @@ class _Sleeper:
 
 
 def test_fastest_picks_the_lowest_median() -> None:
-    best, timings = fastest([_Sleeper("slow", 0.02), _Sleeper("quick", 0.002)], [torch.zeros(1)])
+    # real time, with a gap no scheduling on a loaded 2-core machine can close
+    best, timings = fastest([_Sleeper("slow", 0.05), _Sleeper("quick", 0.0)], [torch.zeros(1)])
     assert best.name == "quick" and timings["slow"] > timings["quick"]
+
+
+class _Clock:
+    """Virtual seconds: they pass only when a :class:`_Timed` backend runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Timed:
+    """A backend whose successive calls cost ``costs`` virtual seconds (the last repeats)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, name: str, clock: _Clock, *costs: float) -> None:
+        self.name, self.clock, self.costs, self.calls = name, clock, costs, 0
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.clock.now += self.costs[min(self.calls, len(self.costs) - 1)]
+        self.calls += 1
+        return inputs
+
+
+@pytest.mark.parametrize("slow", ["first", "second"])
+def test_fastest_picks_the_faster_either_way_round(slow: str) -> None:
+    clock = _Clock()
+    # the fast one's warm-up and one timed call are slow (a stall): the median ignores them
+    fast = ("fast", clock, 1.0, 0.002, 0.002, 0.3, 0.002, 0.002)
+    backends = [_Timed("slow", clock, 0.01), _Timed(*fast)]
+    if slow == "second":
+        backends.reverse()
+    best, timings = fastest(backends, [torch.zeros(1)], clock=clock)
+    assert best.name == "fast"
+    assert timings == pytest.approx({"slow": 0.01, "fast": 0.002})
+    assert [b.calls for b in backends] == [6, 6]  # one warm-up, five timed
 
 
 @pytest.mark.gpu
