@@ -330,7 +330,7 @@ def test_demo_weights_find_people_in_a_held_out_scene() -> None:
     from synthetic.generator import generate
 
     meta = weights_meta(DEMO)
-    assert meta["input_size"] == 320 and meta["mask_ap_keyframe_every_frame"] > 0.3
+    assert meta["input_size"] == 320  # mask AP: test_demo_weights_accuracy.py measures it
     model = load_weights(build_model(meta["variant"], tuple(meta["class_names"])), DEMO).eval()
     frames = list(generate(9001, 31, 320, 320))  # an evaluation seed, never trained on
     frame = frames[30]
