@@ -2,10 +2,13 @@
 
 Shutdown has two speeds. ``stop()`` (first Ctrl-C, end of ``max_frames``, a
 fatal error) asks the sources to end; they send end of stream, every stage
-finishes what is queued, and sinks finalise: nothing already decoded is lost.
-A source stuck in a blocking read is given ``stop_grace`` seconds, then its end
-of stream is sent for it. ``abort()`` (second Ctrl-C) closes every edge so
-workers exit at once; sinks are still closed, so files stay playable.
+finishes what is queued, and sinks finalise: nothing already decoded is lost
+(every frame a source returned, including one it was reading when the stop
+came, reaches the sinks). A source stuck in a blocking read is given
+``stop_grace`` seconds, then its end of stream is sent for it (a frame that read
+returns later is discarded); a source waiting for room downstream is draining,
+not stuck, and is never cut off. ``abort()`` (second Ctrl-C) closes every edge
+so workers exit at once; sinks are still closed, so files stay playable.
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ class _Node:
         self.errors_in_a_row = 0  # under the GIL; parallel workers may miscount by one
         self._eos_sent = False
         self._eos_lock = threading.Lock()
+        self.reading = False
+        """A source inside its read (not waiting for room downstream): set by the source
+        before each read, cleared (and checked by the cut-off) under ``_eos_lock``."""
 
     @property
     def is_source(self) -> bool:
@@ -110,6 +116,22 @@ class _Node:
             self._eos_sent = True
         for edge in self.outputs:
             edge.put(self.name, EndOfStream(self.name))
+
+    def cut_off_read(self) -> None:
+        """Send end of stream for a source stuck in a read (not one emitting a frame)."""
+        with self._eos_lock:
+            if not self.reading or self._eos_sent:
+                return
+            self._eos_sent = True
+        for edge in self.outputs:
+            edge.put(self.name, EndOfStream(self.name))
+
+    def read_done(self) -> bool:
+        """A source's read returned: True if its frame may still be emitted (it was not
+        cut off meanwhile)."""
+        with self._eos_lock:
+            self.reading = False
+            return not self._eos_sent
 
 
 @dataclass
@@ -351,7 +373,7 @@ class Graph:
             return
         for node in self.order:
             if node.is_source and node.busy:
-                node.send_eos()
+                node.cut_off_read()  # a source blocked on a full edge is draining: not cut off
 
     def _emit(self, node: _Node, frame: Frame) -> None:
         if not node.outputs:
@@ -369,8 +391,12 @@ class Graph:
             frames = iter(source.frames())
             while not self._stopping.is_set():
                 t0 = time.monotonic()
-                frame = next(frames, None)
-                if frame is None or self._stopping.is_set():
+                node.reading = True
+                try:
+                    frame = next(frames, None)
+                finally:
+                    emit = node.read_done()
+                if frame is None or not emit:  # a frame read after the cut-off is dropped
                     break
                 metrics.record(time.monotonic() - t0)  # type: ignore[union-attr]
                 self._emit(node, frame)

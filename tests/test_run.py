@@ -6,14 +6,21 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from stages.sources.synthetic import read_counter
-from tests.conftest import ROOT, ffprobe_frame_count, needs_ffprobe, read_video, write_video
+from tests.conftest import (
+    ROOT,
+    ffprobe_frame_count,
+    free_port,
+    needs_ffprobe,
+    read_video,
+    wait_until,
+    write_video,
+)
 
 TRANSCODE = str(ROOT / "configs" / "transcode.yaml")
 
@@ -24,7 +31,9 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """run.py with ``args``; the timeout only catches a hang (a model job on a busy 2-core
+    machine can take minutes)."""
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args, "--no-progress"],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
@@ -40,14 +49,24 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, t
     assert "Traceback" not in result.stderr
 
 
+def default_job_args(folder: Path) -> list[str]:
+    """The default job's options that keep it out of the repository's out/ (its video and
+    JSONL go to ``folder``) and off the well-known port 8554 (its RTSP server takes a free one)."""
+    url = f"rtsp://127.0.0.1:{free_port()}/faces"
+    return ["--output", str(folder / "faces.mp4"), "--set", f"events.path={folder / 'faces.jsonl'}",
+            "--serve", url]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_default_job_finds_and_hides_the_faces_of_the_bundled_clip() -> None:
-    result = run_cli(timeout=300)
+def test_default_job_finds_and_hides_the_faces_of_the_bundled_clip(tmp_path: Path) -> None:
+    args = default_job_args(tmp_path)  # no config given: the default job
+    result = run_cli(*args, timeout=900)
+    url, video, jsonl = args[-1], tmp_path / "faces.mp4", tmp_path / "faces.jsonl"
     assert result.returncode == 0, result.stderr
-    times, images, codec = read_video(ROOT / "out" / "faces.mp4")
+    times, images, codec = read_video(video)
     assert codec == "h264" and len(images) == 250
     assert times[1] == pytest.approx(0.04)  # 25 fps kept
-    events = [json.loads(line) for line in (ROOT / "out" / "faces.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(events) == 250
     faces = [e["results"]["faces"] for e in events]
     assert sum(len(f["boxes"]) == 2 for f in faces) >= 245  # two people all along
@@ -55,13 +74,14 @@ def test_default_job_finds_and_hides_the_faces_of_the_bundled_clip() -> None:
     hidden = [len(e["results"]["hide"]["boxes"]) for e in events]
     assert all(h >= len(f["boxes"]) for h, f in zip(hidden, faces, strict=True))
     assert "250 frames out" in result.stderr
-    assert "serving rtsp://127.0.0.1:8554/faces" in result.stderr
+    assert f"serving {url}" in result.stderr
 
 
-def test_motion_job_on_the_street_clip() -> None:
-    out = ROOT / "out" / "motion_test.jsonl"
+def test_motion_job_on_the_street_clip(tmp_path: Path) -> None:
+    out = tmp_path / "motion_test.jsonl"
     config = str(ROOT / "configs" / "motion.yaml")
-    result = run_cli(config, "--max-frames", "100", "--output", str(out))
+    video = f"video.path={tmp_path / 'motion.mp4'}"  # not the repository's out/
+    result = run_cli(config, "--max-frames", "100", "--output", str(out), "--set", video)
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
     moving = [json.loads(line)["results"]["motion"]["boxes"] for line in lines]
@@ -74,7 +94,8 @@ def job_results(tmp_path: Path, config: str, stage: str, frames: int) -> list[di
     ``stage``'s result of every frame."""
     out = tmp_path / f"{config}.jsonl"
     path = str(ROOT / "configs" / f"{config}.yaml")
-    result = run_cli(path, "--max-frames", str(frames), "--output", str(out))
+    video = f"video.path={tmp_path / config}.mp4"  # not the repository's out/
+    result = run_cli(path, "--max-frames", str(frames), "--output", str(out), "--set", video)
     assert result.returncode == 0, result.stderr
     return [json.loads(line)["results"][stage] for line in out.read_text().splitlines()]
 
@@ -192,34 +213,44 @@ def _config(folder: Path, extra: str, kind: str = "file") -> Path:
     return path
 
 
-def test_ctrl_c_leaves_a_playable_file_with_the_frames_processed(tmp_path: Path) -> None:
-    out = tmp_path / "out.mp4"
-    metrics = tmp_path / "metrics.json"
+def test_ctrl_c_writes_every_frame_that_entered_the_graph(tmp_path: Path) -> None:
+    out, events, metrics = tmp_path / "out.mp4", tmp_path / "events.jsonl", tmp_path / "m.json"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), TRANSCODE, "--source", "synthetic:640x360",
-         "--output", str(out), "--no-progress", "--metrics-json", str(metrics)],
+         "--set", "source.frames=null",  # endless: only the signal ends the run
+         "--set", f"out.path={out}", "--output", str(events),  # JSONL beside the video
+         "--set", "pipeline.stop_grace=0.01",  # a source waiting for room is not cut off
+         "--no-progress", "--metrics-json", str(metrics)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    # synthetic's default is 300 frames; its source is not live, so this is mid-run.
-    deadline = time.monotonic() + 30
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+
+    def written() -> bool:  # frame 29 written (the JSONL is flushed per frame): well under way
+        return events.is_file() and events.read_text().count("\n") >= 30
+
+    try:
+        assert wait_until(lambda: written() or proc.poll() is not None, 300) and written()
+    finally:
+        proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+    record = json.loads(metrics.read_text())
+    read = record["stages"]["source"]["frames"]  # frames the source read, per the run itself
+    assert read >= 30
+    # every frame read (queued or in a stage when the signal came) is in both outputs
     _, images, _codec = read_video(out)
-    written = json.loads(metrics.read_text())["frames_out"]
-    assert 0 < len(images) == written < 300
-    assert [read_counter(im) for im in images] == list(range(len(images)))
+    assert [read_counter(im) for im in images] == list(range(read))
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(range(read))
+    assert record["frames_out"] == read
 
 
 def test_fanout_config_joins_both_branches_per_frame(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     result = run_cli(
-        str(ROOT / "configs" / "fanout.yaml"), "--max-frames", "40", "--output", str(events)
-    )
+        str(ROOT / "configs" / "fanout.yaml"), "--max-frames", "40", "--output", str(events),
+        "--set", f"video.path={tmp_path / 'fanout.mp4'}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert [line["index"] for line in lines] == list(range(40))
@@ -230,8 +261,10 @@ def test_fanout_config_joins_both_branches_per_frame(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch_cuda_available(), reason="this machine has CUDA")
-def test_cuda_without_a_gpu_is_a_one_line_model_error() -> None:
-    assert_one_line_error(run_cli("--device", "cuda"), 7, "CUDA is not available")
+def test_cuda_without_a_gpu_is_a_one_line_model_error(tmp_path: Path) -> None:
+    # the sinks open first: the default job's outputs and server must not touch out/ or 8554
+    result = run_cli("--device", "cuda", *default_job_args(tmp_path))
+    assert_one_line_error(result, 7, "CUDA is not available")
 
 
 @pytest.mark.parametrize(

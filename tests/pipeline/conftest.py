@@ -244,7 +244,7 @@ class GraphRun:
         except BaseException as error:  # re-raised in the test's thread by wait()
             self.exception = error
 
-    def wait(self, timeout: float = 5.0) -> RunReport:
+    def wait(self, timeout: float = 10.0) -> RunReport:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"graph.run() still running after {timeout} s"
         if self.exception is not None:
@@ -263,7 +263,7 @@ def start_graph() -> Callable[[Graph], GraphRun]:
 def run_graph() -> Callable[..., RunReport]:
     """Run a graph to the end, failing (not hanging) after ``timeout`` seconds."""
 
-    def run(graph: Graph, timeout: float = 5.0) -> RunReport:
+    def run(graph: Graph, timeout: float = 10.0) -> RunReport:
         return GraphRun(graph).wait(timeout)
 
     return run
@@ -271,5 +271,6 @@ def run_graph() -> Callable[..., RunReport]:
 
 @pytest.fixture
 def wait_for() -> Callable[..., bool]:
-    """``wait_for(condition, timeout=3.0)``: poll every 5 ms until true."""
-    return lambda condition, timeout=3.0: wait_until(condition, timeout, step=0.005)
+    """``wait_for(condition, timeout=10.0)``: poll every 5 ms until true (the timeout only
+    catches a hang, so it is generous for a busy machine)."""
+    return lambda condition, timeout=10.0: wait_until(condition, timeout, step=0.005)

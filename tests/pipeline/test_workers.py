@@ -81,10 +81,35 @@ def test_parallel_workers_keep_the_order_and_share_the_work() -> None:
     assert graph.metrics.stages["model"].filtered == 6
 
 
-def test_parallel_workers_are_faster_than_one() -> None:
-    _, _, _, one = run(workers=1)
-    _, _, _, three = run(workers=3)
-    assert three < one / 2
+class Meeting(Stage):
+    """Frames 0, 1 and 2 each wait in ``process`` until all three are there: only workers
+    running at the same time get through (one worker alone would wait 10 s and fail)."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(3, timeout=10)
+        self.met: list[int] = []
+
+    def process(self, frame: Frame) -> Frame:
+        if frame.index < 3:
+            self.barrier.wait()
+            self.met.append(frame.index)
+        return frame
+
+
+def test_parallel_workers_work_on_frames_at_the_same_time() -> None:
+    # what makes them faster than one, checked without timing them
+    stage, sink = Meeting(), Recorder()
+    graph = Graph(
+        [
+            NodeSpec("src", Counter(12)),
+            NodeSpec("model", stage, ["src"], workers=3),
+            NodeSpec("sink", sink, ["model"]),
+        ]
+    )
+    report = graph.run()
+    assert report.error is None and graph.metrics.stages["model"].errors == 0
+    assert sorted(stage.met) == [0, 1, 2]  # all three were in process() at once
+    assert sink.indices == list(range(12))
 
 
 def test_a_failing_frame_is_skipped_without_blocking_the_order() -> None:
