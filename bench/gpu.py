@@ -35,7 +35,8 @@ compact table of the sections it ran (bench/gpu_report.py renders both).
 Time box: ``--budget-s`` covers the sections run (60 % models, 40 % pipeline when both run).
 Each model case runs in its own process (a crash or a hang costs one case) with its share of
 what is left; a step that does not fit is skipped with a note, a case past its share is stopped
-(what it measured is kept), and cases or jobs left when the budget is spent say so.
+(what it measured is kept), and cases or jobs left when the budget is spent say so. The
+test-only case ``--cases overrun_test`` never finishes, so tests/bench sees it stopped.
 
 Here, without a GPU, the same code runs on tiny inputs (bf16 as the half precision, one CPU
 thread; no CUDA graphs or TensorRT):
@@ -135,13 +136,18 @@ class Settings:
 
 
 class Clock:
-    """A deadline in ``time.time()`` seconds, shared by the parent and its case processes."""
+    """A deadline in ``time.time()`` seconds, shared by the parent and its case processes.
 
-    def __init__(self, deadline: float) -> None:
+    ``now`` reads the time (tests pass a fake one, so the time box is tested without relying on
+    how fast the machine is).
+    """
+
+    def __init__(self, deadline: float, now: Callable[[], float] = time.time) -> None:
         self.deadline = deadline
+        self.now = now
 
     def left(self) -> float:
-        return self.deadline - time.time()
+        return self.deadline - self.now()
 
     def need(self, seconds: float, what: str) -> None:
         if self.left() < seconds:
@@ -401,6 +407,19 @@ CASES: dict[str, Case] = {  # in priority order: the published comparison first
     "densepose": Case("densepose", 1.5, build_densepose),
     "translation": Case("translation", 1.0, build_translation),
 }
+OVERRUN_S = 60.0
+
+
+def build_overrun(smoke: bool) -> Built:
+    """The test-only case ``overrun_test``: it sleeps far past any share of a small budget, so
+    a test sees the time box stop it (and skip what is left) however fast the machine is."""
+    time.sleep(OVERRUN_S)
+    raise RuntimeError(f"overrun_test was not stopped within {OVERRUN_S:.0f} s")
+
+
+TEST_CASES = {"overrun_test": Case("test", 1.0, build_overrun)}
+"""Selectable with ``--cases``, never run by default, not listed in ``--help``."""
+ALL_CASES = CASES | TEST_CASES
 
 
 # --------------------------------------------------------------------------- measuring
@@ -526,7 +545,7 @@ def sweep(
         if clock.left() < 2 * last_s:  # the next batch takes about twice the last one's time
             stopped = f"time box before batch {batch}"
             break
-        started = time.time()
+        started = clock.now()
         xs = [x.to(device).repeat(batch, *([1] * (x.dim() - 1))) for x in inputs]
         try:
             timing = time_call(lambda xs=xs: backend(*xs), device, clock, settings, "sweep")
@@ -541,7 +560,7 @@ def sweep(
         finally:
             del xs
             free(device)
-        last_s = time.time() - started
+        last_s = clock.now() - started
         rates[str(batch)] = {"ms": timing["ms"], "images_per_s": batch * 1e3 / timing["ms"]}
     out: dict[str, Any] = {"batches": rates, "stopped": stopped}
     if rates:
@@ -706,7 +725,7 @@ def run_case(args: argparse.Namespace) -> int:
     """One case, in its own process: builds it and measures until its deadline."""
     device, settings = torch.device(args.device), Settings.of(args.smoke)
     clock = Clock(args.deadline)
-    case = CASES[args.case]
+    case = ALL_CASES[args.case]
     started = time.time()
     record: dict[str, Any] = {"key": args.case, "family": case.family, "graphs": [], "notes": []}
     recorder = Recorder(Path(args.result), record)
@@ -745,29 +764,47 @@ def run_case(args: argparse.Namespace) -> int:
     return 0
 
 
-def models_section(args: argparse.Namespace, device: torch.device, deadline: float) -> dict:
+def launch_case(command: list[str], timeout: float) -> int:
+    """Runs one case's process, killed after ``timeout`` seconds; its exit code (-9: killed)."""
+    process = subprocess.Popen(command, cwd=ROOT)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def models_section(
+    args: argparse.Namespace,
+    device: torch.device,
+    deadline: float,
+    clock: Callable[[], float] = time.time,
+    launch: Callable[[list[str], float], int] = launch_case,
+) -> dict:
+    """Each case in its own process with its share of the budget left (``clock`` and
+    ``launch`` are replaced in tests)."""
     settings = Settings.of(args.smoke)
     keys = args.cases or list(CASES)
     least = 5.0 if settings.smoke else 25.0  # a case's start alone takes seconds
     grace = 5.0 if settings.smoke else 15.0
     section: dict[str, Any] = {
         "started": now(),
-        "budget_s": round(deadline - time.time()),
+        "budget_s": round(deadline - clock()),
         "batches": list(settings.batches),
         "cases": [],
     }
-    started = time.time()
+    started = clock()
     with tempfile.TemporaryDirectory() as tmp:
         for i, key in enumerate(keys):
-            case = CASES[key]
-            left = deadline - time.time()
+            case = ALL_CASES[key]
+            left = deadline - clock()
             if left < least:
                 note = f"skipped: {max(left, 0):.0f} s of the budget left, a case needs {least:.0f}"
                 section["cases"].append({"key": key, "family": case.family, "skipped": note})
                 print(f"{key}: {note}", flush=True)
                 continue
-            share = left * case.weight / sum(CASES[k].weight for k in keys[i:])
-            soft = time.time() + min(left, max(least, share))
+            share = left * case.weight / sum(ALL_CASES[k].weight for k in keys[i:])
+            soft = clock() + min(left, max(least, share))
             path = Path(tmp) / f"{key}.json"
             command = [
                 sys.executable,
@@ -781,25 +818,21 @@ def models_section(args: argparse.Namespace, device: torch.device, deadline: flo
                 "--result",
                 str(path),
             ]
-            process = subprocess.Popen(command + (["--smoke"] if settings.smoke else []), cwd=ROOT)
-            try:
-                process.wait(timeout=max(1.0, soft + grace - time.time()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            command += ["--smoke"] if settings.smoke else []
+            returncode = launch(command, max(1.0, soft + grace - clock()))
             record = {"key": key, "family": case.family, "graphs": [], "notes": []}
             if path.is_file():
                 record = json.loads(path.read_text())
-            if process.returncode == -9:
+            if returncode == -9:
                 note = (
                     f"stopped {grace:.0f} s past its share of the budget; what it measured is kept"
                 )
                 record["notes"].append(note)
                 print(f"{key}: {note}", flush=True)
-            elif process.returncode != 0 and "error" not in record:
-                record["error"] = f"its process exited with code {process.returncode}"
+            elif returncode != 0 and "error" not in record:
+                record["error"] = f"its process exited with code {returncode}"
             section["cases"].append(record)
-    section["elapsed_s"] = round(time.time() - started, 1)
+    section["elapsed_s"] = round(clock() - started, 1)
     return section
 
 
@@ -994,7 +1027,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny inputs, 2 repeats, batch <= 2")
     parser.add_argument("--budget-s", type=float, default=540.0, help="time box of the run")
     parser.add_argument("--out", default=os.environ.get("OUT") or "out/gpu", help="result folder")
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), help="default: all")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=list(ALL_CASES),
+        metavar="CASE",
+        help=f"default: all ({', '.join(CASES)})",
+    )
     parser.add_argument("--jobs", nargs="+", choices=JOBS, help="default: all")
     parser.add_argument("--frames", type=int, help="pipeline --max-frames (default 90, smoke 3)")
     parser.add_argument(
@@ -1005,7 +1044,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sections not run now, from earlier gpu.json files",
     )
     parser.add_argument("--pipeline-note", help="why PyAV may be missing (bench/gpu_device.sh)")
-    parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)  # one case's
+    parser.add_argument("--case", choices=list(ALL_CASES), help=argparse.SUPPRESS)  # one case's
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # process, started
     parser.add_argument("--result", help=argparse.SUPPRESS)  # by models_section
     return parser.parse_args(argv)
