@@ -77,7 +77,7 @@ def test_realtime_paces_frames_by_pts(tmp_path: Path) -> None:
     frames = frames_of(source)
     elapsed = time.monotonic() - t0
     assert len(frames) == 10
-    assert 0.40 < elapsed < 1.5  # 9 frame steps of 50 ms
+    assert 0.40 < elapsed < 10  # 9 frame steps of 50 ms; the upper bound only catches a hang
 
 
 def test_loop_continues_with_increasing_pts(clip: Path) -> None:

@@ -317,7 +317,9 @@ def test_a_stalled_viewer_slows_neither_the_pipeline_nor_other_viewers(
         )
         (viewer,) = players(Player(served.url, "tcp", seconds=6))
         assert wait_until(lambda: served.sink.status()["client_drops"] > 0, 5), served.sink.status()
-        throughput = (served.sink_frames() - written_before) / (time.monotonic() - t0)
+        written = served.sink_frames() - written_before
+        throughput = written / (time.monotonic() - t0)
+        dropped = served.edge_drops() - dropped_before
         assert wait_until(lambda: served.sink.status()["clients"] == 1, 5)  # viewer gone
         status = served.sink.status()
     finally:
@@ -330,7 +332,9 @@ def test_a_stalled_viewer_slows_neither_the_pipeline_nor_other_viewers(
     print(f"viewer {rate:.1f} fps, sink {throughput:.1f} fps, stalled client: {status}")
     assert rate == pytest.approx(FPS, rel=0.05)
     assert throughput == pytest.approx(FPS, rel=0.05)
-    assert served.edge_drops() == dropped_before  # the sink kept up all along
+    # the sink kept up: a sink held by the stalled client would drop frames every second; a
+    # busy machine (CI's 2 cores encode and decode here) may make it late once
+    assert dropped <= written // 100, (dropped, written)
     assert status["client_drops"] > 0 and status["clients"] == 1  # the stalled one, still there
     assert wait_until(lambda: served.sink.status()["clients"] == 0, 5)
     assert served.sink.status()["client_drops"] >= status["client_drops"]  # counted for good
@@ -620,7 +624,9 @@ def test_no_signal_frames_keep_players_connected_until_the_source_returns(
     assert wait_until(lambda: len(player.counters) >= 10, 10), player.error
     source.hold.set()
     assert source.paused.wait(5)
-    time.sleep(2.0)  # 0.5 s until the filler starts, then 1.5 s of "no signal"
+    # 0.5 s until the filler starts, then 1.5 s of "no signal" (counted, not slept: a busy
+    # machine may send them late)
+    assert wait_until(lambda: served.sink.status()["no_signal_frames"] >= 45, 30)
     assert served.sink.status()["clients"] == 1
     source.resume.set()
     resumed = source.paused_at
@@ -704,7 +710,7 @@ def test_run_py_serves_while_it_transcodes_and_exits_cleanly(tmp_path: Path) -> 
         finally:
             raw.close()
         player.join(15)
-        _stdout, stderr = process.communicate(timeout=30)
+        _stdout, stderr = process.communicate(timeout=300)  # only a hang
     finally:
         process.kill()
     assert process.returncode == 0, stderr
@@ -730,7 +736,7 @@ def test_run_py_serve_on_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None
         result = subprocess.run(
             run_py(TRANSCODE, "--source", "synthetic:320x240", "--serve",
                    f"rtsp://{HOST}:{port}/live", "--output", str(tmp_path / "o.mp4")),
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            cwd=ROOT, capture_output=True, text=True, timeout=300,  # only a hang
         )  # fmt: skip
     assert result.returncode == 5, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
