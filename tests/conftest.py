@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -100,6 +100,27 @@ def clip(tmp_path: Path) -> Path:
     return write_video(tmp_path / "clip.mp4")
 
 
+def _wanted_threads() -> int | None:
+    """OMP_NUM_THREADS as asked, or None: torch caps the variable at the core count (3 on 2
+    cores gives 2), so the golden runs under 1, 2 and 3 threads set it themselves."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+@pytest.fixture(autouse=True)
+def _intra_op_threads() -> Iterator[None]:
+    """Every test starts at the run's thread count and leaves it so: stages with a
+    ``threads`` option set torch's process-wide count, which would leak into later tests."""
+    import torch
+
+    wanted = _wanted_threads()
+    if wanted is not None:
+        torch.set_num_threads(wanted)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--golden-report",
@@ -112,6 +133,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     from tests.golden import COMPARISONS, format_report
 
     if config.getoption("--golden-report") and COMPARISONS:
-        threads = os.environ.get("OMP_NUM_THREADS", "torch's default")
-        terminalreporter.section(f"golden comparisons (OMP_NUM_THREADS: {threads})")
+        import torch
+
+        asked = os.environ.get("OMP_NUM_THREADS", "unset")
+        threads = f"{torch.get_num_threads()} intra-op threads, OMP_NUM_THREADS={asked}"
+        terminalreporter.section(f"golden comparisons ({threads})")
         terminalreporter.write_line(format_report(COMPARISONS))

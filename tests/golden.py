@@ -148,3 +148,76 @@ def format_report(comparisons: list[Comparison]) -> str:
     lines.append("-" * len(lines[0]))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray, inclusive: bool = False) -> np.ndarray:
+    """IoU of xyxy boxes [N, 4] and [M, 4] -> [N, M].
+
+    Args:
+        inclusive: mmdet v1's pixel-inclusive widths (x2 - x1 + 1), as VPSNet's NMS uses.
+    """
+    one = 1.0 if inclusive else 0.0
+    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])
+    inter = np.clip(wh + one, 0, None).prod(-1)
+    area_a, area_b = ((x[:, 2:] - x[:, :2] + one).prod(-1) for x in (a, b))
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _float64(value: object) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()
+    return np.asarray(value, np.float64)
+
+
+def assert_same_detections(
+    ours: tuple, theirs: tuple, what: str, *, threshold: float, score_margin: float,
+    nms: float, box_tolerance: float, iou_margin: float = 0.01, inclusive: bool = False,
+    cap: int | None = None,
+) -> list[tuple[int, int]]:  # fmt: skip
+    """Asserts that ours and the reference found the same objects wherever that is decided
+    with a margin, and returns the pairs (our index, reference index) both found.
+
+    An object may be missing from one side only when a rounding error could decide it: its
+    score within ``score_margin`` of ``threshold`` (or of the last one kept, when a side kept
+    ``cap``), or its overlap with a better one within ``iou_margin`` of the NMS threshold
+    ``nms``, or an overlapping rival (IoU near or above ``nms``) scoring within
+    ``score_margin`` of it. At most half the objects may be such near-ties.
+
+    Args:
+        ours, theirs: (boxes [N, 4] xyxy, scores [N]), tensors (any device) or arrays.
+        what: the output's name, for the message and ``--golden-report``.
+        box_tolerance: two detections are one object when their corners are this close (px).
+        inclusive: IoU with mmdet v1's inclusive widths (the NMS the model runs).
+        cap: the most detections a side keeps (a top-k), or None.
+    """
+    (ob, o_s), (tb, t_s) = ([_float64(v) for v in side] for side in (ours, theirs))
+    ob, tb = ob.reshape(-1, 4), tb.reshape(-1, 4)
+    pairs: list[tuple[int, int]] = []
+    for j in np.argsort(-t_s, kind="stable"):
+        taken = {i for i, _ in pairs}
+        free = [i for i in range(len(ob)) if i not in taken]
+        if free:
+            i = min(free, key=lambda i: np.abs(ob[i] - tb[j]).max())
+            if np.abs(ob[i] - tb[j]).max() <= box_tolerance:
+                pairs.append((i, int(j)))
+    paired_ours, paired_theirs = {i for i, _ in pairs}, {j for _, j in pairs}
+    only_theirs = [j for j in range(len(tb)) if j not in paired_theirs]
+    only_ours = [i for i in range(len(ob)) if i not in paired_ours]
+    rows = [j for _, j in pairs] + only_theirs
+    boxes = np.concatenate([tb[rows], ob[only_ours]]).reshape(-1, 4)
+    scores = np.concatenate([t_s[rows], o_s[only_ours]])
+    found_by_us = np.r_[[True] * len(pairs), [False] * len(only_theirs), [True] * len(only_ours)]
+    found_by_them = np.arange(len(scores)) < len(rows)
+    cuts = [threshold]
+    if cap is not None:
+        cuts += [side.min() for side in (o_s, t_s) if len(side) >= cap]
+    clear = (np.abs(scores[:, None] - np.array(cuts)[None, :]) > score_margin).all(1)
+    if len(scores) > 1:
+        iou = box_iou(boxes, boxes, inclusive)
+        other = ~np.eye(len(scores), dtype=bool)
+        better = (scores[None, :] >= scores[:, None]) & other
+        close = np.abs(scores[None, :] - scores[:, None]) <= score_margin
+        rival = (iou > nms - iou_margin) & close & other
+        clear &= ~((np.abs(iou - nms) <= iou_margin) & better).any(1) & ~rival.any(1)
+    assert_decisions_agree(found_by_us, found_by_them, clear, what, max_unclear=0.5)
+    return pairs

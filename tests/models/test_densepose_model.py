@@ -29,6 +29,7 @@ from models.densepose import (
 )
 from models.densepose.backbone import FrozenBatchNorm2d
 from models.densepose.heads import assign_levels
+from tests.golden import assert_close, assert_decisions_agree, assert_same_detections, top2_gap
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "densepose"
 SHARED_MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "manifests"
@@ -377,6 +378,9 @@ def test_no_detections_give_empty_outputs_of_the_documented_shapes() -> None:
 # --------------------------------------------------------------------------- demo weights
 DEMO = Path(__file__).resolve().parents[2] / "models" / "densepose" / "weights"
 DEMO = DEMO / "synthetic_mobilenetv2.pth"
+# onnxruntime against torch: each map within 1e-4 of its own scale (kernels summing in another
+# order, on another CPU or thread count, move results by ~1e-6 of it)
+TOLERANCE = 1e-4
 
 
 @torch.inference_mode()
@@ -388,7 +392,7 @@ def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
     from synthetic.generator import generate
 
     meta = weights_meta(DEMO)
-    assert meta["part_iou"] >= 0.5 and meta["input_size"] == 320
+    assert meta["input_size"] == 320
     model = load_weights(build_model(meta["variant"]), DEMO).eval()
     # seed 9002 (an evaluation seed, never trained on; 30 frames as the trainer renders it)
     # has people seen from the front and from the back
@@ -411,6 +415,7 @@ def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
     assert scores.per_part_iou[1] > 0.5 and scores.per_part_iou[2] > 0.5
 
 
+@pytest.mark.golden
 def test_dense_graph_on_onnxruntime_matches_torch_and_gives_the_same_people(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -431,13 +436,42 @@ def test_dense_graph_on_onnxruntime_matches_torch_and_gives_the_same_people(
     outputs = create_backend("onnxruntime", graph, graph_spec(), "densepose", threads=2)(batch)
     for name, ours, theirs in zip(OUTPUTS, outputs, expected, strict=True):
         assert ours.shape == theirs.shape, name
-        # within 1e-4 of each map's own scale (FPN features reach tens)
-        assert float((ours - theirs).abs().max()) <= 1e-4 * max(1.0, float(theirs.abs().max()))
+        assert_close(ours, theirs, TOLERANCE, name)  # logits and features, before any decision
+    c = model.config
     with torch.inference_mode():
         (by_torch,) = model.inference(batch, sizes, originals)
         (by_onnxruntime,) = model.inference(batch, sizes, originals, raw_outputs(outputs))
+        # the box head's logits (before the softmax and the score threshold) on one set of
+        # proposals: the RPN's top-k and NMS may swap near-tied proposals between backends
+        reference = raw_outputs(expected)
+        proposals = model.proposal_generator.proposals(
+            reference["objectness_logits"], reference["anchor_deltas"], sizes,
+            c.rpn_pre_nms_topk, c.rpn_post_nms_topk, c.rpn_nms_thresh,
+        )  # fmt: skip
+        both = (raw_outputs(outputs), reference)
+        heads = [model.roi_heads.box_outputs(r["features"], proposals) for r in both]
+        ((boxes, _),) = model.roi_heads.detections(
+            *heads[1], proposals, sizes, c.score_thresh, c.nms_thresh, c.detections_per_image
+        )
+        # and the DensePose head's logits and regressions on one set of boxes
+        charts = [model.roi_heads.densepose_outputs(r["decoded"], [boxes]) for r in both]
+    for name, ours, theirs in zip(("box logits", "box deltas"), *heads, strict=True):
+        assert_close(ours, theirs, TOLERANCE, name)
+    for name in ("coarse_segm", "fine_segm", "u", "v"):
+        assert_close(charts[0][name], charts[1][name], TOLERANCE, name)
+    # each pixel's person / part decision (an argmax) wherever the top two logits are apart
+    # by more than the tolerance allows on each
+    for name, what in (("coarse_segm", "person or not"), ("fine_segm", "part argmax")):
+        ours, theirs = charts[0][name], charts[1][name]
+        clear = top2_gap(theirs, 1) > 2 * TOLERANCE * float(theirs.abs().max())
+        assert_decisions_agree(ours.argmax(1), theirs.argmax(1), clear, what)
     assert (by_torch.scores > 0.8).sum() >= 1
-    assert len(by_torch) == len(by_onnxruntime)
-    assert torch.allclose(by_torch.boxes, by_onnxruntime.boxes, atol=1e-2)
-    parts_agree = (by_torch.fine_segm.argmax(1) == by_onnxruntime.fine_segm.argmax(1)).float()
-    assert parts_agree.mean() > 0.999
+    # the same people end to end: all but those a rounding error could add or drop (a score
+    # within 1e-3 of the threshold, an overlap within 0.01 of NMS's), boxes within 0.01 px
+    pairs = assert_same_detections(
+        (by_onnxruntime.boxes, by_onnxruntime.scores), (by_torch.boxes, by_torch.scores),
+        f"people (score > {c.score_thresh}, NMS {c.nms_thresh})", threshold=c.score_thresh,
+        score_margin=1e-3, nms=c.nms_thresh, box_tolerance=0.01,
+    )  # fmt: skip
+    ours, theirs = (list(index) for index in zip(*pairs, strict=True))
+    assert_close(by_onnxruntime.boxes[ours], by_torch.boxes[theirs], TOLERANCE, "people's boxes")

@@ -24,6 +24,7 @@ from models.vpsnet.panoptic import (
     unify,
 )
 from models.vpsnet.tracking import TrackMemory
+from tests.golden import assert_close, assert_same_detections
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vpsnet"
 OFFICIAL = {"fusetrack": "vpsnet_cityscapes_fusetrack", "fuse": "vpsnet_cityscapes_fuse"}
@@ -289,7 +290,7 @@ def test_demo_weights_segment_and_track_a_held_out_video() -> None:
     from synthetic.generator import generate
 
     meta = weights_meta(DEMO)
-    assert meta["input_scale"] == [320, 256] and meta["scores"]["dis"]["pq"] > 0.6
+    assert meta["input_scale"] == [320, 256]  # PQ: test_demo_weights_accuracy.py measures it
     model = load_weights(build_model(meta["variant"]), DEMO).eval()
     state = VideoState()
     predicted, truth, ids = [], [], []
@@ -303,6 +304,7 @@ def test_demo_weights_segment_and_track_a_held_out_video() -> None:
     assert len(ids[0] & ids[-1]) >= len(ids[0]) // 2  # most objects keep their ids
 
 
+@pytest.mark.golden
 def test_graphs_on_onnxruntime_match_torch_and_segment_alike(tmp_path: Path, monkeypatch) -> None:
     from models.backends import TorchBackend, create_backend
     from models.checkpoints import weights_meta
@@ -339,11 +341,36 @@ def test_graphs_on_onnxruntime_match_torch_and_segment_alike(tmp_path: Path, mon
                 )
         (theirs, expected), (ours, out) = results["torch"], results["onnxruntime"]
         for name, a, b in zip(OUTPUTS, ours, theirs, strict=True):
-            assert float((a - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max())), name
-        for key in ("classes", "instances", "track_ids"):
-            assert (getattr(out.maps, key) == getattr(expected.maps, key)).mean() > 0.999
-        assert len(expected.object_ids) > 0
-        assert out.object_ids.tolist() == expected.object_ids.tolist()
+            # features and logits, before any decision: within 1e-4 of each one's own scale
+            assert_close(a, b, 1e-4, name)
+        # the same instances, but for any a rounding error could add or drop (a score within
+        # 1e-3 of the threshold, an overlap within 0.01 of NMS's), boxes within 0.01 px
+        c, found, reference = model.config, out.detections, expected.detections
+        pairs = assert_same_detections(
+            (found.boxes, found.scores), (reference.boxes, reference.scores), "instances",
+            threshold=c.score_thresh, score_margin=1e-3, nms=c.nms_thresh, box_tolerance=0.01,
+            inclusive=True,
+        )  # fmt: skip
+        assert len(reference) > 0 and len(pairs) > 0
+        i, j = (list(side) for side in zip(*pairs, strict=True))
+        assert_close(found.boxes[i], reference.boxes[j], 1e-4, "instance boxes")
+        assert found.classes[i].tolist() == reference.classes[j].tolist()
+        assert out.object_ids[i].tolist() == expected.object_ids[j].tolist()
+        # maps: the share of equal pixels (argmax near-ties flip a few), away from an instance
+        # only one side found
+        alone = np.zeros(out.maps.classes.shape, bool)
+        lone = [(found, k) for k in range(len(found)) if k not in i]
+        for detections, k in lone + [(reference, k) for k in range(len(reference)) if k not in j]:
+            x0, y0, x1, y1 = detections.boxes[k].floor().int().tolist()
+            alone[max(y0, 0) : y1 + 2, max(x0, 0) : x1 + 2] = True
+        assert alone.mean() < 0.5
+        rank = np.full(len(found) + 1, -1)  # instance maps hold ranks: ours as the reference's
+        rank[0] = 0
+        rank[np.array(i) + 1] = np.array(j) + 1
+        ours_maps = (out.maps.classes, rank[out.maps.instances], out.maps.track_ids)
+        theirs_maps = (expected.maps.classes, expected.maps.instances, expected.maps.track_ids)
+        for a, b in zip(ours_maps, theirs_maps, strict=True):
+            assert (a == b)[~alone].mean() > 0.999
 
 
 def test_adaptive_max_pool_for_export_equals_torchs(monkeypatch) -> None:

@@ -17,19 +17,24 @@ import torch
 from pipeline.frame import Frame
 from pipeline.stage import Stage
 from tests.conftest import ROOT
+from tests.golden import assert_same_detections
 
 pytestmark = [
     pytest.mark.gpu,
+    pytest.mark.golden,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 WEIGHTS = ROOT / "models"
-# float32 on CUDA may differ from the CPU by rounding (TF32 is off by default for convs in
-# torch, but cuDNN picks other algorithms); float16 by about 1e-3 relative.
+# float32 on CUDA differs from the CPU by rounding (cuDNN's TF32 convolutions, torch's default,
+# and other algorithms: README, 2.1e-3 relative L2 at most); float16 by about 1e-2.
 SETTINGS = [
     ("fp32", {"device": "cuda"}),
     ("fp16", {"device": "cuda", "half": True}),
     ("fp16+graph", {"device": "cuda", "half": True, "cuda_graph": True}),  # replayed graphs
 ]
+# A detection whose score is this close to a threshold (or to an overlapping rival's) may be
+# kept on one device and dropped on the other: the CPU's count is not the truth there.
+SCORE_MARGIN = {"fp32": 0.02, "fp16": 0.05, "fp16+graph": 0.05}
 
 
 def frames(count: int, width: int = 320, height: int = 256) -> list[np.ndarray]:
@@ -38,11 +43,14 @@ def frames(count: int, width: int = 320, height: int = 256) -> list[np.ndarray]:
     return [f.image for f in generate(9002, count, width, height)]  # held-out seed
 
 
-def run(chain: list[Stage], images: list[np.ndarray]) -> list[dict]:
-    """Opens ``chain`` (stages in order, named by position) and runs every image through."""
+def run(chain: list[Stage], images: list[np.ndarray], opened=None) -> list[dict]:
+    """Opens ``chain`` (stages in order, named by position), calls ``opened(chain)`` if given,
+    and runs every image through."""
     for number, stage in enumerate(chain):
         stage.name = stage.name if getattr(stage, "name", None) else f"s{number}"
         stage.open()
+    if opened is not None:
+        opened(chain)
     results = []
     for index, image in enumerate(images):
         frame = Frame(image.copy(), index, Fraction(1, 30), index, "cam")
@@ -75,8 +83,14 @@ def test_densepose(precision: str, options: dict) -> None:
               images)  # fmt: skip
     for a, b in zip(gpu, cpu, strict=True):
         ours, theirs = a["s0"], b["s0"]
-        assert len(theirs.boxes) >= 1 and len(ours.boxes) == len(theirs.boxes)
-        assert np.abs(ours.boxes - theirs.boxes).max() < (0.5 if precision == "fp32" else 2.0)
+        assert len(theirs.boxes) >= 1
+        # the same people (score >= 0.5), boxes within 0.5 px (fp16: 2), but for those a
+        # rounding could add or drop (README: 8 people on CUDA, 9 on the CPU on one frame)
+        assert_same_detections(
+            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"people ({precision})",
+            threshold=0.5, score_margin=SCORE_MARGIN[precision], nms=0.5,
+            box_tolerance=0.5 if precision == "fp32" else 2.0,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
@@ -85,11 +99,39 @@ def test_vpsnet(precision: str, options: dict) -> None:
 
     weights = str(WEIGHTS / "vpsnet/weights/synthetic_mobilenetv2.pth")
     images = frames(3)
-    cpu = run([VPSNetSegmenter(weights=weights, backend="torch")], images)
-    gpu = run([VPSNetSegmenter(weights=weights, backend="torch", **options)], images)
-    for a, b in zip(gpu, cpu, strict=True):
-        agree = (a["s0"].segment_map == b["s0"].segment_map).mean()
-        assert agree > (0.995 if precision == "fp32" else 0.97)
+    found: dict[str, list] = {"cpu": [], "gpu": []}  # each frame's detections
+
+    def spy(detections: list):
+        def opened(chain: list[Stage]) -> None:
+            model = chain[0].model
+            inference = model.inference
+
+            def capture(*args):
+                out = inference(*args)
+                detections.append(out.detections)
+                return out
+
+            model.inference = capture
+
+        return opened
+
+    cpu = run([VPSNetSegmenter(weights=weights, backend="torch")], images, spy(found["cpu"]))
+    gpu = run([VPSNetSegmenter(weights=weights, backend="torch", **options)], images,
+              spy(found["gpu"]))  # fmt: skip
+    diverged = False
+    for a, b, ours, theirs in zip(gpu, cpu, found["gpu"], found["cpu"], strict=True):
+        # the same instances but for those a rounding could add or drop ...
+        pairs = assert_same_detections(
+            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"instances ({precision})",
+            threshold=0.5, score_margin=SCORE_MARGIN[precision], nms=0.5,
+            box_tolerance=1.0 if precision == "fp32" else 3.0, inclusive=True,
+        )  # fmt: skip
+        # ... and, until one of those is, the same segments (such an instance changes the
+        # track ids from then on)
+        diverged |= len(pairs) < max(len(ours), len(theirs))
+        if not diverged:
+            agree = (a["s0"].segment_map == b["s0"].segment_map).mean()
+            assert agree > (0.995 if precision == "fp32" else 0.97)
 
 
 @pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
@@ -111,8 +153,14 @@ def test_yolact_edge(precision: str, options: dict) -> None:
     cpu, gpu = run(chain(), images), run(chain(**options), images)
     for a, b in zip(gpu, cpu, strict=True):  # keyframes and warped frames alike
         ours, theirs = a["s2"], b["s2"]
-        assert len(theirs) >= 1 and len(ours) == len(theirs)
-        assert np.abs(ours.boxes - theirs.boxes).max() < (1.0 if precision == "fp32" else 3.0)
+        assert len(theirs) >= 1
+        # the same objects (score >= 0.3 after Fast NMS at 0.5), boxes within 1 px (fp16: 3),
+        # but for those a rounding could add or drop
+        assert_same_detections(
+            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"objects ({precision})",
+            threshold=0.3, score_margin=SCORE_MARGIN[precision], nms=0.5,
+            box_tolerance=1.0 if precision == "fp32" else 3.0,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
@@ -132,5 +180,11 @@ def test_face_detector(precision: str, options: dict) -> None:
     cpu, gpu = run(chain(), images), run(chain(**options), images)
     for a, b in zip(gpu, cpu, strict=True):
         ours, theirs = a["s2"], b["s2"]
-        assert len(theirs) >= 1 and len(ours) == len(theirs)
-        assert np.abs(ours.boxes - theirs.boxes).max() < (0.5 if precision == "fp32" else 2.0)
+        assert len(theirs) >= 1
+        # the same faces (score > 0.5, NMS at 0.4), boxes within 0.5 px (fp16: 2), but for
+        # those a rounding could add or drop
+        assert_same_detections(
+            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"faces ({precision})",
+            threshold=0.5, score_margin=SCORE_MARGIN[precision], nms=0.4,
+            box_tolerance=0.5 if precision == "fp32" else 2.0,
+        )  # fmt: skip
