@@ -46,6 +46,7 @@ from models import densepose, retinaface, translation, vpsnet, yolact_edge  # no
 from models.backends import (  # noqa: E402
     BackendUnavailable,
     GraphSpec,
+    RunOptions,
     TorchBackend,
     cached_onnx,
     create_backend,
@@ -192,7 +193,9 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[list[tuple], float, 
     raw_ms = median_ms(lambda: session.run(None, feed), args.repeats)
     rows.append(("onnxruntime, raw session (cpu)", raw_ms, max_diff(raw, reference)))
 
-    ours = create_backend("onnxruntime", model, spec, case.family, threads=args.threads)
+    ours = create_backend(
+        model, spec, case.family, RunOptions(backend="onnxruntime", threads=args.threads)
+    )
     ours_ms = median_ms(lambda: ours(*inputs), args.repeats)
     rows.append(("ours: onnxruntime backend (cpu)", ours_ms, max_diff(ours(*inputs), reference)))
 
@@ -201,12 +204,13 @@ def run_case(case: Case, args: argparse.Namespace) -> tuple[list[tuple], float, 
             ("torch fp32 (cuda)", {}),
             ("torch fp16 (cuda)", {"precision": "fp16"}),
             ("torch fp16 + CUDA graph (cuda)", {"precision": "fp16", "cuda_graph": True}),
-            ("tensorrt fp16 (cuda)", {"kind": "tensorrt", "precision": "fp16"}),
+            ("tensorrt fp16 (cuda)", {"backend": "tensorrt", "precision": "fp16"}),
         ):
-            kind = kwargs.pop("kind", "torch")
+            kwargs.setdefault("backend", "torch")
             try:
                 fresh, _, _ = case.build()
-                backend = create_backend(kind, fresh, spec, case.family, "cuda", **kwargs)
+                backend = create_backend(fresh, spec, case.family,
+                                         RunOptions(device="cuda", **kwargs))  # fmt: skip
             except BackendUnavailable as error:
                 print(f"  skipped {name}: {error}")
                 continue

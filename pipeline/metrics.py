@@ -49,14 +49,17 @@ class StageMetrics:
     inbound: Edge | None = None
     status: Callable[[], dict[str, Any]] = dict
     """Live state the stage reports (e.g. a stream's connection state)."""
+    part_of: str | None = None
+    """For one part of a stage that runs as parts: that stage's name."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, seconds: float) -> None:
-        """One frame handled in ``seconds`` (safe from a stage's parallel workers)."""
+    def record(self, seconds: float, frames: int = 1) -> None:
+        """``frames`` handled together in ``seconds`` (a batch: each frame's latency is the
+        whole call's); safe from a stage's parallel workers."""
         with self._lock:
-            self.processed += 1
+            self.processed += frames
             self.busy_s += seconds
-            self.latencies.append(seconds)
+            self.latencies.extend([seconds] * frames)
 
 
 class Metrics:
@@ -81,8 +84,10 @@ class Metrics:
         kind: str,
         inbound: Edge | None,
         status: Callable[[], dict[str, Any]] = dict,
+        part_of: str | None = None,
     ) -> StageMetrics:
-        stage = StageMetrics(name=name, kind=kind, inbound=inbound, status=status)
+        stage = StageMetrics(name=name, kind=kind, inbound=inbound, status=status,
+                             part_of=part_of)  # fmt: skip
         self.stages[name] = stage
         return stage
 
@@ -119,11 +124,11 @@ class Metrics:
         elapsed = self.elapsed
         with self._lock:
             e2e = [lat for _, lat in self.e2e]
-        stages = {}
+        stages: dict[str, dict[str, Any]] = {}
         for s in self.stages.values():
             p50, p95 = _percentiles_ms(list(s.latencies))
             state = s.status()
-            stages[s.name] = {
+            entry = {
                 "kind": s.kind,
                 "frames": s.processed,
                 "fps": s.processed / elapsed,
@@ -136,6 +141,14 @@ class Metrics:
                 "queue": s.inbound.snapshot() if s.inbound is not None else None,
                 **({"state": state} if state else {}),
             }
+            if s.part_of is None:
+                stages[s.name] = entry
+            else:
+                parts = stages.setdefault(s.part_of, {"parts": {}})["parts"]
+                parts[s.name.rsplit("/", 1)[-1]] = entry
+        for name, entry in stages.items():
+            if "parts" in entry:
+                stages[name] = {**_whole(entry["parts"]), "parts": entry["parts"]}
         p50, p95 = _percentiles_ms(e2e)
         return {
             "elapsed_s": elapsed,
@@ -157,11 +170,16 @@ class Metrics:
         header = f"{'stage':<14}{'kind':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}{'p95 ms':>9}"
         header += f"{'busy':>7}{'queue max':>11}{'drops':>7}{'errors':>8}"
         lines = [header, "-" * len(header)]
+        rows = []
         for name, s in snap["stages"].items():
+            rows.append((name, s))
+            rows += [(f"  {label}", part) for label, part in s.get("parts", {}).items()]
+        for name, s in rows:
             q = s["queue"]
             qmax = f"{q['max_depth']}/{q['capacity']}" if q else "-"
+            kind = "" if name.startswith(" ") else s["kind"]  # a part: its stage's kind above
             lines.append(
-                f"{name[:13]:<14}{s['kind'][:11]:<12}{s['frames']:>8}{s['fps']:>9.1f}"
+                f"{name[:13]:<14}{kind[:11]:<12}{s['frames']:>8}{s['fps']:>9.1f}"
                 f"{_ms(s['p50_ms']):>9}{_ms(s['p95_ms']):>9}{s['busy']:>7.0%}{qmax:>11}"
                 f"{q['drops'] if q else 0:>7}{s['errors']:>8}"
             )
@@ -172,6 +190,28 @@ class Metrics:
             f"p95 {_ms(snap['e2e_p95_ms'])} ms; {snap['drops']} frames dropped"
         )
         return "\n".join(lines)
+
+
+def _whole(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A stage that runs as parts, as one row: its frames are those its last part finished,
+    its latency the sum of its parts' (queues between them not counted), its queue its
+    first part's, its busy time, errors and drops the sums."""
+    entries = list(parts.values())
+    first, last = entries[0], entries[-1]
+    states = {k: v for e in entries for k, v in e.get("state", {}).items()}
+    return {
+        "kind": first["kind"],
+        "frames": last["frames"],
+        "fps": last["fps"],
+        "p50_ms": sum(e["p50_ms"] for e in entries),
+        "p95_ms": sum(e["p95_ms"] for e in entries),
+        "busy": sum(e["busy"] for e in entries),
+        "errors": sum(e["errors"] for e in entries),
+        "filtered": sum(e["filtered"] for e in entries),
+        "partial_joins": first["partial_joins"],
+        "queue": first["queue"],
+        **({"state": states} if states else {}),
+    }
 
 
 def json_safe(value: Any) -> Any:

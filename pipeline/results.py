@@ -11,7 +11,26 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.coco import rle_json
+
+def rle_json(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a bool [H, W] mask, JSON-ready (``counts`` as text).
+
+    Returns:
+        ``{"size": [H, W], "counts": str}``; ``pycocotools.mask.decode`` reads it back after
+        ``counts`` is encoded to bytes.
+
+    Raises:
+        ValueError: If ``mask`` is not [H, W].
+    """
+    # Imported here, not at the top: only a sink writing masks needs pycocotools, and the
+    # result types are imported by every stage.
+    from pycocotools import mask as mask_utils
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"masks must be [H, W], got shape {mask.shape}")
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
 @dataclass
@@ -151,13 +170,3 @@ class DensePoseResult:
             out["scores"] = np.round(self.scores.astype(float), 4).tolist()
         out["iuv_png"] = pngs
         return out
-
-
-@dataclass
-class ImageResult:
-    """A whole new picture for the frame (translated or anonymised), uint8 [H, W, 3] BGR."""
-
-    image: np.ndarray
-
-    def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.image.shape)}

@@ -12,10 +12,13 @@ or Ctrl-C. Sinks must leave a finalised, playable output in ``close()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from pipeline.frame import Frame
+
+References = dict[str, tuple[type, ...]]
+"""A stage's references: config key -> result types the named stage must produce."""
 
 
 class Stage:
@@ -31,6 +34,14 @@ class Stage:
     """Result types (from ``pipeline.results``) this stage reads from upstream."""
     produces: ClassVar[tuple[type, ...]] = ()
     """Result types it stores under ``frame.results[self.name]``."""
+    references: ClassVar[References] = {}
+    """Constructor arguments that name upstream stages whose results this stage reads:
+    config key -> the result types the named stage must produce (empty: any result). The
+    stage keeps each value (a name, a list of names, or None) under the same attribute
+    name, and the graph checks every name before the first frame."""
+    options_type: ClassVar[type | None] = None
+    """A pydantic model whose fields are config keys of this stage too, passed to the
+    constructor as keyword arguments (``**options``) when the config sets them."""
     stateful: ClassVar[bool] = False
     """Keeps state per source (sees frames of one source in order)."""
 
@@ -55,6 +66,80 @@ class Stage:
     def status(self) -> dict[str, Any]:
         """Extra live state for metrics (e.g. a stream's connection state)."""
         return {}
+
+    batch_size: int = 1
+    """The most frames the graph hands ``process_batch`` at once (1: ``process`` per frame)."""
+    batch_wait: float = 0.0
+    """Seconds the graph waits for a batch to fill once it has a frame (0: what is queued)."""
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame | None]:
+        """Handle up to ``batch_size`` frames at once (from one source or several, each
+        source's in order); returns one output per frame, as ``process`` would."""
+        return [self.process(frame) for frame in frames]
+
+    def parts(self) -> list[Part]:
+        """The steps the graph runs in place of this stage, each on its own thread, so that
+        they overlap (a model's preprocessing, network and postprocessing). Every step
+        rewrites ``frame.results[self.name]``; the last leaves the stage's result. Configs,
+        references and the metrics table see one stage. Empty (the default): the stage's
+        own ``process`` runs."""
+        return []
+
+
+class Part(Stage):
+    """One step of a stage that runs as several (see :meth:`Stage.parts`).
+
+    Args:
+        label: the step's name, shown as a sub-row of its stage in metrics ("pre", "net").
+        step: what it does to a frame (a method of the stage it is part of).
+        stateful: it keeps per-source state (then it runs on one thread).
+        produces: the result types it leaves under the stage's name.
+        owner: the stage whose ``open``, ``close``, ``on_gap`` and ``status`` this step
+            carries (exactly one step of a stage does).
+        batch_step: what it does to several frames at once, when it batches.
+        batch_size: the most frames ``batch_step`` takes.
+        batch_wait: seconds to wait for a batch to fill.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        step: Callable[[Frame], Frame | None],
+        stateful: bool = False,
+        produces: tuple[type, ...] = (),
+        owner: Stage | None = None,
+        batch_step: Callable[[list[Frame]], list[Frame | None]] | None = None,
+        batch_size: int = 1,
+        batch_wait: float = 0.0,
+    ) -> None:
+        self.label, self.step, self.owner = label, step, owner
+        self.stateful, self.produces = stateful, produces  # type: ignore[misc]
+        self.batch_step = batch_step
+        self.batch_size = batch_size if batch_step is not None else 1
+        self.batch_wait = batch_wait
+
+    def process_batch(self, frames: list[Frame]) -> list[Frame | None]:
+        if self.batch_step is None:
+            return super().process_batch(frames)
+        return self.batch_step(frames)
+
+    def open(self) -> None:
+        if self.owner is not None:
+            self.owner.open()
+
+    def process(self, frame: Frame) -> Frame | None:
+        return self.step(frame)
+
+    def on_gap(self, source_id: str, missing: int) -> None:
+        if self.owner is not None:
+            self.owner.on_gap(source_id, missing)
+
+    def close(self) -> None:
+        if self.owner is not None:
+            self.owner.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.owner.status() if self.owner is not None else {}
 
 
 class Source(Stage):

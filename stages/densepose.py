@@ -13,39 +13,22 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from evaluation.temporal import backward_flow
 from models import densepose
+from models.flow import backward_flow
 from pipeline.config import register
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ConfigError
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult
-from pipeline.stage import Stage
-from stages.model_backend import check_device, open_backend
+from stages.model_stage import ModelStage, model_error
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
-
-
-def densepose_result(found: densepose.DensePoseInstances, min_score: float) -> DensePoseResult:
-    """The people scoring at least ``min_score`` as a ``DensePoseResult`` (best first): each
-    box's I, U, V from its chart outputs, as detectron2 converts them."""
-    keep = found.scores >= min_score
-    boxes = found.boxes[keep]
-    charts = densepose.chart_results(
-        boxes, found.coarse_segm[keep], found.fine_segm[keep], found.u[keep], found.v[keep]
-    )
-    return DensePoseResult(
-        boxes.cpu().numpy().astype(np.float32),
-        [labels.cpu().numpy().astype(np.uint8) for labels, _ in charts],
-        [uv.cpu().numpy().astype(np.float32) for _, uv in charts],
-        found.scores[keep].cpu().numpy().astype(np.float32),
-    )
 
 
 @dataclass
@@ -58,7 +41,7 @@ class _Carried:
 
 
 @register("densepose")
-class DensePoseDetector(Stage):
+class DensePoseDetector(ModelStage):
     """People with DensePose charts, as a DensePoseResult (best first).
 
     Args:
@@ -72,20 +55,15 @@ class DensePoseDetector(Stage):
         min_score: keep people scoring at least this (apply_net ``show`` uses 0.8).
         every: run the network every this many frames; results are carried by optical flow
             in between (1 = every frame).
-        device: ``cpu`` or ``cuda``.
-        half: run the whole-image part in float16 (CUDA only; torch and tensorrt backends).
-        cuda_graph: torch on CUDA: capture the network once per input size and replay it
-            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
-        backend: what runs the whole-image part (backbone, FPN, RPN head, DensePose decoder;
-            models/backends): ``torch``, ``onnxruntime`` (our export with dynamic size, made
-            once and cached), ``tensorrt`` (needs TensorRT and a GPU) or ``auto`` (the fastest
-            of torch, onnxruntime and tensorrt where they run, measured at the working size
-            when the stage opens). The heads on each person's box run in torch.
-        threads: CPU threads of torch and onnxruntime (default: theirs).
+        **options: the run options (``models.backends.RunOptions``) of the whole-image part
+            (backbone, FPN, RPN head, DensePose decoder; the onnxruntime export has a
+            dynamic size); ``auto`` measures at the working size when the stage opens. The
+            heads on each person's box run in torch, in fp32.
     """
 
     produces = (DensePoseResult,)
     stateful = True
+    family = "densepose"
 
     def __init__(
         self,
@@ -95,12 +73,9 @@ class DensePoseDetector(Stage):
         max_size: int = densepose.MAX_SIZE,
         min_score: float = 0.8,
         every: int = 1,
-        device: str = "cpu",
-        half: bool = False,
-        cuda_graph: bool = False,
-        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
-        threads: int | None = None,
+        **options: Any,
     ) -> None:
+        super().__init__(**options)
         if variant is not None and variant not in densepose.VARIANTS:
             raise ConfigError(f"densepose: variant must be one of {sorted(densepose.VARIANTS)}")
         if weights is None:
@@ -109,16 +84,11 @@ class DensePoseDetector(Stage):
             raise ConfigError("densepose: every must be >= 1")
         self.variant, self.weights, self.size, self.max_size = variant, weights, size, max_size
         self.min_score, self.every = min_score, every
-        self.device = torch.device(device)
-        self.half, self.backend_kind, self.threads = half, backend, threads
-        self.cuda_graph = cuda_graph
         self._carried: dict[str, _Carried] = {}
         self.counts = {"network": 0, "carried": 0}
 
     def open(self) -> None:
-        check_device("densepose", self.device, self.half, self.cuda_graph, self.backend_kind)
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        self.check_options()
         self.variant, meta = sidecar_variant(
             "densepose",
             "DensePose",
@@ -135,18 +105,15 @@ class DensePoseDetector(Stage):
             try:
                 densepose.load_weights(model, self.weights)
             except (OSError, ValueError) as error:
-                raise ModelError(f"densepose: {str(error).splitlines()[0]}") from None
+                raise model_error(self.kind, error) from None
         self.model = model.eval().to(self.device)
         # The torch backend casts its module in place: in float16 it gets its own copy, so the
         # heads on the boxes keep running in float32 on the shared model.
-        graph = densepose.DenseGraph(copy.deepcopy(self.model) if self.half else self.model)
+        half = self.options.precision != "fp32"
+        graph = densepose.DenseGraph(copy.deepcopy(self.model) if half else self.model)
         height = self.size + -self.size % 32
         width = round(self.size * 16 / 9)
-        self.backend = open_backend(
-            "densepose", self.backend_kind, graph,
-            densepose.graph_spec(height, width + -width % 32), "densepose", self.device,
-            "fp16" if self.half else "fp32", self.threads, cuda_graph=self.cuda_graph,
-        )  # fmt: skip
+        self.backend = self.open_backend(graph, densepose.graph_spec(height, width + -width % 32))
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self._carried.pop(source_id, None)  # the flow cannot bridge lost frames
@@ -158,7 +125,7 @@ class DensePoseDetector(Stage):
                                                      self.device)  # fmt: skip
         raw = densepose.raw_outputs(self.backend(batch))
         (found,) = self.model.inference(batch, sizes, originals, raw)
-        return densepose_result(found, self.min_score)
+        return DensePoseResult(*densepose.chart_arrays(found, self.min_score))
 
     @staticmethod
     def carry(result: DensePoseResult, previous: np.ndarray, image: np.ndarray) -> DensePoseResult:

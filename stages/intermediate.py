@@ -1,4 +1,4 @@
-"""Tensors that travel between the stages of one model family inside ``frame.results``."""
+"""What a model stage's parts hand each other inside ``frame.results[stage name]``."""
 
 from __future__ import annotations
 
@@ -17,10 +17,3 @@ def intermediate(frame: Frame, key: str, kind: type[T], stage: str) -> T:
     if not isinstance(value, kind):
         raise ConfigError(f"stage {stage!r}: no {kind.__name__} from stage {key!r} on the frame")
     return value
-
-
-def drop_intermediates(frame: Frame, *kinds: type) -> None:
-    """Removes every result of the given types, so sinks never see a model's internals."""
-    for key, value in list(frame.results.items()):
-        if isinstance(value, kinds):
-            del frame.results[key]

@@ -15,23 +15,22 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from evaluation.temporal import backward_flow
 from models import vpsnet
 from models.backends import Backend
 from models.checkpoints import read_checkpoint
+from models.flow import backward_flow
 from models.vpsnet.weights import flownet2_state_dict
 from pipeline.config import register
 from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import PanopticSegmentation
-from pipeline.stage import Stage
-from stages.model_backend import check_backend, check_device, open_backend
+from stages.model_stage import ModelStage, model_error
 from stages.model_weights import sidecar_variant
 
 log = logging.getLogger("framegraph")
@@ -56,7 +55,7 @@ class _Video:
 
 
 @register("vpsnet")
-class VPSNetSegmenter(Stage):
+class VPSNetSegmenter(ModelStage):
     """Panoptic segmentation with stable instance ids, as a ``PanopticSegmentation``.
 
     Args:
@@ -78,22 +77,18 @@ class VPSNetSegmenter(Stage):
         max_gap: lost frames after which the next frame starts a new video.
         category_ids: the category id of each semantic class, stuff first then things
             (default: the sidecar's, else 1, 2, ...).
-        device: ``cpu`` or ``cuda``.
-        half: run the whole-image part in float16 (CUDA only; torch and tensorrt backends).
-        cuda_graph: torch on CUDA: capture the network once per input size and replay it
-            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
-        backend: what runs the whole-image part (backbone, FPN, fusion, RPN and semantic
-            heads; models/backends): ``torch``, ``onnxruntime``, ``tensorrt`` (needs TensorRT
-            and a GPU) or ``auto`` (the fastest of those that run here; torch for the official
-            variants, whose deformable convolutions ONNX lacks). Exports have fixed
-            shapes (see ``models.vpsnet.export``), so the backends for an input size are made,
-            and ``auto`` measured, at the first frame of that size. The heads on the
+        **options: the run options (``models.backends.RunOptions``) of the whole-image part
+            (backbone, FPN, fusion, RPN and semantic heads); ``precision`` applies to it
+            alone. ``auto`` is torch for the official variants, whose deformable
+            convolutions ONNX lacks. Exports have fixed shapes (see
+            ``models.vpsnet.export``), so the backends for an input size are made, and
+            ``auto`` measured, at the first frame of that size. The heads on the
             detections, tracking and FlowNet2 run in torch.
-        threads: CPU threads of torch and onnxruntime (default: theirs).
     """
 
     produces = (PanopticSegmentation,)
     stateful = True
+    family = "vpsnet"
 
     def __init__(
         self,
@@ -105,12 +100,9 @@ class VPSNetSegmenter(Stage):
         flow_scale: float = 0.5,
         max_gap: int = 5,
         category_ids: list[int] | None = None,
-        device: str = "cpu",
-        half: bool = False,
-        cuda_graph: bool = False,
-        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
-        threads: int | None = None,
+        **options: Any,
     ) -> None:
+        super().__init__(**options)
         if variant is not None and variant not in vpsnet.VARIANTS:
             raise ConfigError(f"vpsnet: variant must be one of {sorted(vpsnet.VARIANTS)}")
         if weights is None:
@@ -133,17 +125,12 @@ class VPSNetSegmenter(Stage):
         self.flownet2_weights = flownet2_weights
         self.flownet2: vpsnet.FlowNet2 | None = None
         self.category_ids = category_ids
-        self.device = torch.device(device)
-        self.half, self.backend_kind, self.threads = half, backend, threads
-        self.cuda_graph = cuda_graph
         self._backends: dict[tuple[int, ...], tuple[Backend, Backend | None]] = {}
         self.videos: dict[str, _Video] = {}
         self.counts = {"frames": 0, "new_videos": 0}
 
     def open(self) -> None:
-        check_device("vpsnet", self.device, self.half, self.cuda_graph, self.backend_kind)
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        self.check_options()
         self.variant, meta = sidecar_variant(
             "vpsnet", "VPSNet", self.weights, self.variant, "fusetrack", vpsnet.VARIANTS
         )
@@ -166,15 +153,16 @@ class VPSNetSegmenter(Stage):
                 checkpoint = read_checkpoint(self.weights)
                 vpsnet.load_weights(model, checkpoint, self.weights)
             except (OSError, ValueError) as error:
-                raise ModelError(f"vpsnet: {str(error).splitlines()[0]}") from None
+                raise model_error(self.kind, error) from None
         if self.flow == "flownet2":
             self.flownet2 = self._open_flownet2(checkpoint).eval().to(self.device)
         del checkpoint
         self.model = model.eval().to(self.device)
         # The torch backend casts its module in place: in float16 the graphs get their own
         # copy, so the heads on the detections keep running in float32 on the shared model.
-        self._graph_model = copy.deepcopy(self.model) if self.half else self.model
-        check_backend("vpsnet", self.backend_kind, self.device, "fp16" if self.half else "fp32")
+        half = self.options.precision != "fp32"
+        self._graph_model = copy.deepcopy(self.model) if half else self.model
+        self.check_backend()
 
     def backends(self, image: torch.Tensor) -> tuple[Backend, Backend | None]:
         """The first-frame and next-frame backends for ``image``'s size (the latter None
@@ -182,15 +170,15 @@ class VPSNetSegmenter(Stage):
         size = tuple(image.shape[2:])
         if size not in self._backends:
             first_spec, next_spec = vpsnet.graph_specs(self.model.config.channels, *size)
-            options = ("vpsnet", self.device, "fp16" if self.half else "fp32", self.threads)
-            kind = self.backend_kind
-            if kind == "auto" and self.model.config.deformable:
-                kind = "torch"  # ONNX has no deformable convolution: no export to try
+            options = self.options
+            if options.backend == "auto" and self.model.config.deformable:
+                # ONNX has no deformable convolution: no export to try
+                options = options.model_copy(update={"backend": "torch"})
             graphs = [vpsnet.FirstFrameGraph(self._graph_model)]
             if self.model.config.fusion:
                 graphs.append(vpsnet.NextFrameGraph(self._graph_model))
             first, *following = [
-                open_backend("vpsnet", kind, graph, spec, *options, cuda_graph=self.cuda_graph)
+                self.open_backend(graph, spec, options)
                 for graph, spec in zip(graphs, (first_spec, next_spec), strict=False)
             ]
             self._backends[size] = (first, following[0] if following else None)
@@ -205,7 +193,7 @@ class VPSNetSegmenter(Stage):
             try:
                 source = flownet2_state_dict(checkpoint, self.weights)
             except ValueError as error:
-                raise ModelError(f"vpsnet: {str(error).splitlines()[0]}") from None
+                raise model_error(self.kind, error) from None
             if not source:
                 raise ModelError(
                     f"vpsnet: flow flownet2 needs FlowNet2 weights, but {self.weights} has no "
@@ -219,7 +207,7 @@ class VPSNetSegmenter(Stage):
         try:
             return vpsnet.load_flownet2(model, source, name)
         except (OSError, ValueError) as error:
-            raise ModelError(f"vpsnet: {str(error).splitlines()[0]}") from None
+            raise model_error(self.kind, error) from None
 
     def on_gap(self, source_id: str, missing: int) -> None:
         if missing > self.max_gap:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -20,11 +20,12 @@ import torch
 from models import translation
 from models.translation.consistency import FlowBlend
 from pipeline.config import register
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ConfigError
 from pipeline.frame import Frame
 from pipeline.results import Detections
-from pipeline.stage import Stage
-from stages.model_backend import check_device, open_backend
+from pipeline.stage import References
+from stages.intermediate import intermediate
+from stages.model_stage import ModelStage, model_error
 
 log = logging.getLogger("framegraph")
 
@@ -51,8 +52,16 @@ class Translated:
                 "coverage": round(self.coverage, 4), "consistency": self.consistency}  # fmt: skip
 
 
+@dataclass
+class _Work:
+    """A frame at the working size (BGR uint8) and, once ``infer`` ran, its translation."""
+
+    image: np.ndarray
+    translated: np.ndarray | None = None
+
+
 @register("translate")
-class Translate(Stage):
+class Translate(ModelStage):
     """Replaces the frame image by its translation.
 
     Args:
@@ -75,21 +84,19 @@ class Translate(Stage):
         masks: name of the stage whose Detections masks define the region.
         classes: only masks of these class names (default: all).
         feather: soft edge of the region, pixels.
-        device: ``cpu`` or ``cuda``.
-        half: run the network in float16 (CUDA only; torch and tensorrt backends).
-        cuda_graph: torch on CUDA: capture the network once per input size and replay it
-            (on an H100 2-9x faster than eager at batch 1: bench/gpu.py).
-        backend: what runs the network (models/backends): ``torch`` (eager),
-            ``onnxruntime`` (our export with dynamic height and width, made once and cached),
-            ``tensorrt`` (an engine built from that export; needs TensorRT and a GPU) or
-            ``auto`` (the fastest of those that run here, measured at the working size when
-            the stage opens). The blind consistency network always runs in torch.
-        threads: CPU threads of torch and onnxruntime (default: theirs).
+        **options: the run options (``models.backends.RunOptions``) of the network (the
+            onnxruntime export has dynamic height and width); ``auto`` measures at the
+            working size when the stage opens. The blind consistency network always runs
+            in torch.
     """
 
     consumes = ()  # Detections when the region comes from masks (set per instance)
     produces = (Translated,)
+    references: ClassVar[References] = {"masks": (Detections,)}
     stateful = True
+    family = "translation"
+    steps = ("preprocess", "infer", "postprocess")
+    stateful_steps = frozenset({"postprocess"})  # the consistency state of each source
 
     def __init__(
         self,
@@ -107,12 +114,9 @@ class Translate(Stage):
         masks: str | None = None,
         classes: list[str] | None = None,
         feather: int = 3,
-        device: str = "cpu",
-        half: bool = False,
-        cuda_graph: bool = False,
-        backend: Literal["torch", "onnxruntime", "tensorrt", "auto"] = "auto",
-        threads: int | None = None,
+        **options: Any,
     ) -> None:
+        super().__init__(**options)
         if network not in translation.NETWORKS:
             raise ConfigError(f"translate: network must be one of {list(translation.NETWORKS)}")
         if region != "frame" and masks is None:
@@ -136,15 +140,10 @@ class Translate(Stage):
         if region != "frame":
             self.consumes = (Detections,)
         self.feather = feather
-        self.device = torch.device(device)
-        self.half, self.backend_kind, self.threads = half, backend, threads
-        self.cuda_graph = cuda_graph
         self._consistency: dict[str, object] = {}
 
     def open(self) -> None:
-        check_device("translate", self.device, self.half, self.cuda_graph, self.backend_kind)
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        self.check_options()
         options = {k: v for k, v in self.generator_options.items() if v is not None}
         try:
             self.translator = translation.load_translator(
@@ -156,12 +155,11 @@ class Translate(Stage):
                 else None
             )
         except (OSError, ValueError) as error:
-            raise ModelError(f"translate: {str(error).splitlines()[0]}") from None
-        self.backend = open_backend(
-            "translate", self.backend_kind, translation.TranslatorGraph(self.translator),
-            translation.graph_spec(*self._example_size()), "translation", self.device,
-            "fp16" if self.half else "fp32", self.threads, cuda_graph=self.cuda_graph,
-        )  # fmt: skip
+            raise model_error(self.kind, error) from None
+        self.backend = self.open_backend(
+            translation.TranslatorGraph(self.translator),
+            translation.graph_spec(*self._example_size()),
+        )
 
     def _example_size(self) -> tuple[int, int]:
         """(height, width) the backends are measured at: a 16:9 frame at the working size,
@@ -204,12 +202,38 @@ class Translate(Stage):
 
     def translate(self, image: np.ndarray) -> np.ndarray:
         """BGR uint8 [h, w, 3] -> its per-frame translation, BGR uint8 [h, w, 3]."""
-        rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).to(self.device)
-        x = rgb.permute(2, 0, 1)[None].float() / 255
+        return self._translate([image])[0]
+
+    @torch.inference_mode()
+    def _translate(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Same-size BGR uint8 images -> their translations, in one network call."""
+        rgb = np.stack([im[..., ::-1] for im in images])
+        x = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float() / 255
         (y,) = self.backend(self.translator.pad(x))
-        y = y[0, :, : image.shape[0], : image.shape[1]]
-        y = y.permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
-        return np.ascontiguousarray(y[..., ::-1])
+        height, width = images[0].shape[:2]
+        y = y[:, :, :height, :width].permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
+        return [np.ascontiguousarray(out[..., ::-1]) for out in y]
+
+    def preprocess(self, frame: Frame) -> Frame:
+        """The frame at the working size, for the network."""
+        frame.results[self.name] = _Work(self.working_image(frame.image))
+        return frame
+
+    def infer(self, frame: Frame) -> Frame:
+        """The network on the working image."""
+        return self.infer_batch([frame])[0]
+
+    def infer_batch(self, frames: list[Frame]) -> list[Frame]:
+        """``infer`` on several frames: one network call per working size among them."""
+        works = [intermediate(f, self.name, _Work, self.name) for f in frames]
+        by_size: dict[tuple[int, ...], list[_Work]] = {}
+        for work in works:
+            by_size.setdefault(work.image.shape, []).append(work)
+        for group in by_size.values():
+            for work, translated in zip(group, self._translate([w.image for w in group]),
+                                        strict=True):  # fmt: skip
+                work.translated = translated
+        return frames
 
     def region_weight(self, frame: Frame) -> np.ndarray | None:
         """float32 [H, W, 1]: how much of the translation each pixel takes (None: all)."""
@@ -231,12 +255,15 @@ class Translate(Stage):
         weight = inside if self.region == "inside" else 1.0 - inside
         return weight[..., None]
 
-    def process(self, frame: Frame) -> Frame:
+    def postprocess(self, frame: Frame) -> Frame:
+        """Temporal consistency per source, back to the frame's size, the region: the frame
+        becomes its translation."""
         # translated and made consistent at the working size, then resized once: the
         # blending's flow, warps and mask cost a quarter at half the side, and the detail
         # the resize adds back was never translated
-        work = self.working_image(frame.image)
-        translated = self.translate(work)
+        done = intermediate(frame, self.name, _Work, self.name)
+        work, translated = done.image, done.translated
+        assert translated is not None, "infer runs before postprocess"
         method = "off"
         if self.consistency != "off":
             state = self._temporal(frame.source_id, min(frame.image.shape[:2]), min(work.shape[:2]))

@@ -9,7 +9,8 @@ U, V coordinates, all seen through a panning and zooming camera.
 Every frame comes with its panoptic segmentation (stuff + things with persistent track ids),
 from which COCO instance annotations are derived, and a DensePose-style IUV image.
 
-Like ``evaluation``, this package imports nothing from ``pipeline``, ``stages`` or ``models``.
+Like ``evaluation``, this package imports nothing from ``stages`` or ``models``; of ``pipeline``
+only ``pipeline.results.rle_json``, the COCO RLE encoder that the JSONL sink uses too.
 
 Modules:
     categories: the classes, DensePose part ids and the panoptic id convention.

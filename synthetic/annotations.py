@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.coco import rle_json
+from pipeline.results import rle_json
 from synthetic.categories import CATEGORIES
 from synthetic.generator import SyntheticFrame
 

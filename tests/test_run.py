@@ -23,6 +23,7 @@ from tests.conftest import (
 )
 
 TRANSCODE = str(ROOT / "configs" / "transcode.yaml")
+FACES = str(ROOT / "configs" / "faces.yaml")
 
 
 def torch_cuda_available() -> bool:
@@ -168,10 +169,13 @@ def test_truncated_input_processes_every_decodable_frame(tmp_path: Path) -> None
         (lambda d: ["--set", "nosuch.crf=20"], 2, "no stage named 'nosuch'"),
         (lambda d: ["--set", "crf=20"], 2, "expected STAGE.KEY=VALUE"),
         (lambda d: ["--set", "out.crff=20"], 2, "unknown key 'crff'"),
+        (lambda d: [FACES, "--set", "hide.detections=facez"], 2,
+         "stage 'hide' (anonymize): detections: 'facez' is not a stage before this one; "
+         "stages before it with Detections: 'faces'"),
     ],
     ids=["missing", "zero-byte", "not-video", "empty-glob", "no-config", "bad-yaml",
          "unknown-key", "unknown-kind", "unknown-top-level", "no-camera", "bad-output",
-         "set-no-stage", "set-no-key", "set-unknown-key"],
+         "set-no-stage", "set-no-key", "set-unknown-key", "reference-typo"],
 )  # fmt: skip
 def test_bad_input_is_one_line_error_with_its_exit_code(tmp_path: Path, setup, code, text) -> None:
     args = setup(tmp_path)
@@ -179,6 +183,7 @@ def test_bad_input_is_one_line_error_with_its_exit_code(tmp_path: Path, setup, c
         args = [TRANSCODE, *args]
     assert_one_line_error(run_cli(*args, "--output", str(tmp_path / "o.mp4"))
                           if "--output" not in args else run_cli(*args), code, text)  # fmt: skip
+    assert not (tmp_path / "o.mp4").exists()  # found before any stage opened
 
 
 def test_a_file_without_one_decodable_frame_is_an_input_error(tmp_path: Path) -> None:
@@ -277,9 +282,7 @@ def test_bad_weights_are_a_one_line_model_error(tmp_path: Path, weights: str, te
     config.write_text(
         "stages:\n"
         "  - {name: source, kind: file, path: media/faces.mp4}\n"
-        "  - {name: prep, kind: face_preprocess}\n"
-        f"  - {{name: detect, kind: face_detector, input: prep, weights: {tmp_path / weights}}}\n"
-        "  - {name: faces, kind: face_postprocess, input: detect}\n"
+        f"  - {{name: faces, kind: face_detector, weights: {tmp_path / weights}}}\n"
         "  - {name: out, kind: discard}\n"
     )
     assert_one_line_error(run_cli(str(config)), 7, text)

@@ -6,7 +6,7 @@ As tools/golden_vpsnet.py: only the files in :data:`COPIED` are written, at thei
 into a temporary directory outside this repository, beside stand-ins (:data:`STUBS`) for the
 three CUDA packages they import; ``compute_flow`` (``PanopticFuseTrack``) and ``denormalize``
 (``flow_utils``) are cut out of their files with ``ast``. CPU, float32, eval mode; weights from
-``golden_vpsnet.seeded_state_dict`` (seed :data:`SEED`), so only inputs' seeds and outputs are
+``seeded_vpsnet.seeded_state_dict`` (seed :data:`SEED`), so only inputs' seeds and outputs are
 stored.
 
 The stand-ins implement the CUDA kernels' formulas in plain torch, written here independently
@@ -53,18 +53,22 @@ from torch import Tensor
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.golden_vpsnet import (
-    extract_method,
-    official_import_path,
-    official_sources,
-    on_cpu,
-    seeded_state_dict,
+# The weights, the inputs and where they go: the same ones the tests give the port.
+from tests.models.seeded_flownet2 import (
+    COMPUTE_FLOW_SIZE,
+    FORWARD_SIZE,
+    GOLDEN,
+    MANIFEST,
+    MEAN,
+    SEED,
+    STD,
+    flow_frames,
+    normalised,
 )
+from tests.models.seeded_vpsnet import seeded_state_dict
+from tools.golden_vpsnet import extract_method, official_import_path, official_sources, on_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "tests" / "data" / "vpsnet"
-GOLDEN = OUT / "flownet2_golden.pt"
-MANIFEST = OUT / "flownet2.json"
 
 FLOW_DIR = "mmdet/models/flow_modules"
 COPIED = tuple(
@@ -73,15 +77,6 @@ COPIED = tuple(
 )
 DETECTOR = "mmdet/models/detectors/panoptic_fusetrack.py"
 FLOW_UTILS = "mmdet/models/utils/flow_utils.py"
-
-# The official mean / std (PanopticFuseTrack.__init__, as img_norm_cfg).
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
-
-SEED = 5
-FORWARD_SIZE = (64, 64)
-COMPUTE_FLOW_SIZE = (200, 400)
-SHIFT = (2, -3)  # (dy, dx): the reference is the current frame moved by this (plus noise)
 
 # Stand-ins written by this tool (not official code) for the CUDA packages.
 STUBS = {
@@ -149,33 +144,6 @@ class ChannelNorm(nn.Module):
         return torch.linalg.vector_norm(input1, ord=2, dim=1, keepdim=True)
 """,
 }
-
-# --------------------------------------------------------------------------- shared set-up
-# (imported by the test: the same inputs go into the port)
-
-
-def flow_frames(size: tuple[int, int], seed: int = 0) -> tuple[Tensor, Tensor]:
-    """(current, reference) [1, 3, H, W] RGB 0..255 (whole numbers, as decoded frames): smooth
-    colour blobs plus fine texture; the reference is the current frame rolled by
-    :data:`SHIFT` with a little noise."""
-    generator = torch.Generator().manual_seed(seed)
-    height, width = size
-    coarse = torch.rand(1, 3, max(height // 16, 2), max(width // 16, 2), generator=generator)
-    smooth = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
-    texture = torch.rand(1, 3, height, width, generator=generator)
-    current = (200 * smooth + 55 * texture).clamp(0, 255).round()
-    moved = torch.roll(current, shifts=SHIFT, dims=(2, 3))
-    noise = 4 * torch.randn(moved.shape, generator=generator)
-    reference = (moved + noise).clamp(0, 255).round()
-    return current, reference
-
-
-def normalised(rgb: Tensor) -> Tensor:
-    """mmdet's Normalize of RGB 0..255 [N, 3, H, W] (the official ``compute_flow`` input)."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (rgb - mean) / std
-
 
 # --------------------------------------------------------------------------- the official code
 
@@ -248,7 +216,7 @@ def main() -> None:
         flow = part["flow"]
         print(f"{name}: flow {tuple(flow.shape)}, |flow| max {flow.abs().max():.2f} px, "
               f"median dx {flow[:, 0].median():.2f} dy {flow[:, 1].median():.2f}")  # fmt: skip
-    OUT.mkdir(parents=True, exist_ok=True)
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     torch.save(golden, GOLDEN)
     MANIFEST.write_text("[\n" + ",\n".join(json.dumps(entry) for entry in layout) + "\n]\n")
     print(f"official {commit}: {len(layout)} keys, {count:,} parameters -> {MANIFEST.name}; "

@@ -38,7 +38,7 @@ from evaluation import box_ap, densepose_scores  # noqa: E402
 from models import densepose  # noqa: E402
 from models.checkpoints import imagenet_mobilenet_v2  # noqa: E402
 from models.densepose.loss import PersonTargets, densepose_rcnn_losses  # noqa: E402
-from stages.densepose import densepose_result  # noqa: E402
+from pipeline.results import DensePoseResult  # noqa: E402
 from synthetic.categories import PERSON  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402
 from tools.training import (  # noqa: E402
@@ -127,7 +127,8 @@ def evaluate(model, sequences, size: int) -> dict[str, float | None]:
         pairs = zip(result.boxes.tolist(), result.scores.tolist(), strict=True)
         found.append([(box, PERSON, score) for box, score in pairs])
         # best first: where people overlap the better one wins (DensePoseResult.to_iuv_image)
-        pasted = densepose_result(result, IUV_SCORE).to_iuv_image(height, width)
+        people = DensePoseResult(*densepose.chart_arrays(result, IUV_SCORE))
+        pasted = people.to_iuv_image(height, width)
         truth_iuv.append(frame.iuv)
         predicted_iuv.append(pasted)
     boxes = box_ap(truth_boxes, found)

@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.panoptic import PQStat, pq, summarize, vpq  # noqa: E402
-from evaluation.temporal import backward_flow  # noqa: E402
 from evaluation.tracking import id_switches  # noqa: E402
 from models import vpsnet  # noqa: E402
 from models.checkpoints import imagenet_mobilenet_v2  # noqa: E402
+from models.flow import backward_flow  # noqa: E402
 from models.vpsnet.loss import PanopticTargets, vpsnet_losses  # noqa: E402
 from synthetic.categories import BY_ID, STUFF_IDS, THING_IDS  # noqa: E402
 from synthetic.generator import SyntheticFrame, generate  # noqa: E402

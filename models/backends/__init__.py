@@ -17,7 +17,9 @@ bench/backends.py prints the parity beside the timings).
 
 from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
 from models.backends.onnx import cached_onnx, export_onnx
+from models.backends.options import BackendKind, Precision, RunOptions
 from models.backends.ort import OnnxRuntimeBackend
+from models.backends.quantize import Calibration, cached_int8_onnx
 from models.backends.select import (
     create_backend,
     create_fastest_backend,
@@ -31,13 +33,18 @@ from models.backends.torch_backend import TorchBackend
 __all__ = [
     "Backend",
     "BackendError",
+    "BackendKind",
     "BackendUnavailable",
+    "Calibration",
     "EngineCache",
     "EngineKey",
     "GraphSpec",
     "OnnxRuntimeBackend",
+    "Precision",
+    "RunOptions",
     "TensorRTBackend",
     "TorchBackend",
+    "cached_int8_onnx",
     "cached_onnx",
     "create_backend",
     "create_fastest_backend",

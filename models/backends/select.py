@@ -10,7 +10,9 @@ from torch import nn
 
 from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
 from models.backends.onnx import cached_onnx
+from models.backends.options import RunOptions
 from models.backends.ort import OnnxRuntimeBackend
+from models.backends.quantize import Calibration, cached_int8_onnx
 from models.backends.tensorrt import PRECISIONS as TENSORRT_PRECISIONS
 from models.backends.tensorrt import TensorRTBackend
 from models.backends.torch_backend import TorchBackend
@@ -19,38 +21,37 @@ KINDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def create_backend(
-    kind: str,
     model: nn.Module,
     spec: GraphSpec,
     family: str,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    threads: int | None = None,
-    channels_last: bool = False,
-    cuda_graph: bool = False,
+    options: RunOptions,
+    calibration: Calibration = (),
 ) -> Backend:
-    """A backend of ``kind`` for ``model``.
+    """A backend of the kind ``options.backend`` names for ``model``.
 
     Args:
-        kind: "torch", "onnxruntime" or "tensorrt".
         model: the nn.Module with official names (the onnx and tensorrt kinds export it).
         spec: its graph interface.
         family: model family name (the cache folder of its exports).
-        device: where it runs.
-        precision: "fp32", "fp16" (torch and tensorrt on CUDA) or "bf16" (torch on CUDA).
-        threads: CPU threads for onnxruntime.
-        channels_last: torch only.
-        cuda_graph: torch only.
+        options: how it runs; ``backend`` is a concrete kind here (``auto`` is
+            :func:`create_fastest_backend`'s).
+        calibration: inputs to calibrate int8 on (precision ``int8`` only).
 
     Raises:
         BackendUnavailable: the kind cannot run here; the message says why.
         BackendError: bad arguments or a failed export / build.
     """
+    kind, device, precision = options.backend, options.torch_device, options.precision
     require_backend(kind, device, precision)  # before any export, which it would waste
     if kind == "torch":
-        return TorchBackend(model, device, precision, channels_last, cuda_graph)
+        return TorchBackend(model, device, precision, bool(options.channels_last),
+                            options.cuda_graph)  # fmt: skip
     if kind == "onnxruntime":
-        return OnnxRuntimeBackend(cached_onnx(model, spec, family), device, threads)
+        if precision == "int8":
+            path = cached_int8_onnx(model, spec, family, calibration)
+        else:
+            path = cached_onnx(model, spec, family)
+        return OnnxRuntimeBackend(path, device, options.threads)
     return TensorRTBackend(cached_onnx(model, spec, family), spec, device, precision)
 
 
@@ -64,9 +65,13 @@ def require_backend(kind: str, device: str | torch.device = "cpu", precision: st
     if kind not in KINDS:
         raise BackendError(f"unknown backend {kind!r}, expected one of {KINDS}")
     if kind == "onnxruntime":
-        if precision != "fp32":
-            raise BackendError("the onnxruntime backend runs our fp32 export")
+        if precision not in ("fp32", "int8"):
+            raise BackendError("the onnxruntime backend runs our fp32 export, or its int8 one")
+        if precision == "int8" and torch.device(device).type != "cpu":
+            raise BackendError("int8 runs on the CPU (onnxruntime's CPU provider)")
         OnnxRuntimeBackend.require(device)
+    elif kind == "torch" and precision == "int8":
+        raise BackendError("the torch backend runs fp32, fp16 or bf16; int8 is onnxruntime's")
     elif kind == "tensorrt":
         if precision not in TENSORRT_PRECISIONS:
             raise BackendError(f"the tensorrt backend runs {' or '.join(TENSORRT_PRECISIONS)}")
@@ -92,18 +97,15 @@ def create_fastest_backend(
     model: nn.Module,
     spec: GraphSpec,
     family: str,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    threads: int | None = None,
-    channels_last: bool = False,
-    cuda_graph: bool = False,
+    options: RunOptions,
     clock: Callable[[], float] = time.perf_counter,
+    calibration: Calibration = (),
 ) -> tuple[Backend, dict[str, float]]:
     """Builds each of ``kinds`` that can run here and keeps the fastest on the spec's example.
 
-    Kinds that are unavailable, do not support ``precision`` or fail to export / build are
-    left out. ``clock`` is as for :func:`fastest`; the other arguments are as for
-    :func:`create_backend`.
+    Kinds that are unavailable, do not support ``options.precision`` or fail to export /
+    build are left out. ``clock`` is as for :func:`fastest`; the other arguments are as for
+    :func:`create_backend` (each candidate runs with ``options``, its ``backend`` replaced).
 
     Returns:
         The chosen backend and the median seconds per call of every candidate.
@@ -114,8 +116,8 @@ def create_fastest_backend(
     candidates, reasons = [], []
     for kind in kinds:
         try:
-            options = (device, precision, threads, channels_last, cuda_graph)
-            candidates.append(create_backend(kind, model, spec, family, *options))
+            candidate = options.model_copy(update={"backend": kind})
+            candidates.append(create_backend(model, spec, family, candidate, calibration))
         except BackendError as error:  # includes BackendUnavailable
             reasons.append(f"{kind}: {error}")
     if not candidates:

@@ -10,7 +10,7 @@ makes the whole-image part one graph for the backends. Facts:
 from .config import MAX_SIZE, MIN_SIZE, PIXEL_MEAN_BGR, VARIANTS, DensePoseConfig
 from .export import DenseGraph, graph_spec, raw_outputs
 from .net import DensePoseInstances, DensePoseRCNN, build_model
-from .postprocess import box_size, chart_result, chart_results, quantize
+from .postprocess import box_size, chart_arrays, chart_result, chart_results, quantize
 from .preprocess import resized_size, to_input
 from .rpn import apply_deltas, cell_anchors, grid_anchors
 from .weights import load_weights, read_model_zoo_pkl
@@ -28,6 +28,7 @@ __all__ = [
     "box_size",
     "build_model",
     "cell_anchors",
+    "chart_arrays",
     "chart_result",
     "chart_results",
     "graph_spec",

@@ -16,9 +16,15 @@ The box is pasted at ``(int(x0), int(y0))``. Quantised results are (I, U*255, V*
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .net import DensePoseInstances
 
 
 def box_size(box: Tensor) -> tuple[int, int]:
@@ -62,6 +68,34 @@ def chart_results(
     return [
         chart_result(boxes[k], coarse_segm[k], fine_segm[k], u[k], v[k]) for k in range(len(boxes))
     ]
+
+
+def chart_arrays(
+    found: DensePoseInstances, min_score: float
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """The people scoring at least ``min_score`` (best first) as numpy, each box's I, U, V from
+    its chart outputs (:func:`chart_results`): the fields of the pipeline's ``DensePoseResult``,
+    in its order.
+
+    Args:
+        found: One image's detections with their chart outputs.
+        min_score: Least person score kept.
+
+    Returns:
+        ``(boxes float32 [N, 4] xyxy, parts [uint8 [h_i, w_i] in 0..24] * N,
+        uv [float32 [2, h_i, w_i]] * N, scores float32 [N])``.
+    """
+    keep = found.scores >= min_score
+    boxes = found.boxes[keep]
+    charts = chart_results(
+        boxes, found.coarse_segm[keep], found.fine_segm[keep], found.u[keep], found.v[keep]
+    )
+    return (
+        boxes.cpu().numpy().astype(np.float32),
+        [labels.cpu().numpy().astype(np.uint8) for labels, _ in charts],
+        [uv.cpu().numpy().astype(np.float32) for _, uv in charts],
+        found.scores[keep].cpu().numpy().astype(np.float32),
+    )
 
 
 def quantize(labels: Tensor, uv: Tensor) -> Tensor:

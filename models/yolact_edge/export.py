@@ -61,20 +61,41 @@ class NonKeyframeGraph(nn.Module):
         return (*outputs, (dx * dx + dy * dy).sqrt().mean(dim=(1, 2)))
 
 
+MAX_BATCH = 8
+"""The largest batch a TensorRT engine of these graphs accepts."""
+
+
 def graph_specs(size: int = MAX_SIZE, video: bool = True) -> tuple[GraphSpec, GraphSpec]:
-    """The two graphs' interfaces at a ``size`` x ``size`` input (fixed shapes, batch 1).
+    """The two graphs' interfaces at a ``size`` x ``size`` input: fixed sizes, any batch
+    (1 to :data:`MAX_BATCH` for engines; each frame of a non-keyframe batch brings its own
+    source's state).
 
     For an image variant (``video=False``) the keyframe graph returns the head outputs only.
     """
     p3, p4, p5 = level_sizes(size, size)[:3]
+    key_outputs = (*HEAD_OUTPUTS, *STATE) if video else HEAD_OUTPUTS
+    key_example = ((1, 3, size, size),)
     key = GraphSpec(
         inputs=("x",),
-        outputs=(*HEAD_OUTPUTS, *STATE) if video else HEAD_OUTPUTS,
-        example=((1, 3, size, size),),
+        outputs=key_outputs,
+        example=key_example,
+        dynamic=_batch_axes(("x", *key_outputs)),
+        max_shapes=_batched(key_example),
     )
+    non_key_example = ((1, 3, size, size), (1, 256, *p4), (1, 256, *p5), (1, 64, *p3))
     non_key = GraphSpec(
         inputs=("x", *STATE),
         outputs=(*HEAD_OUTPUTS, "motion"),
-        example=((1, 3, size, size), (1, 256, *p4), (1, 256, *p5), (1, 64, *p3)),
+        example=non_key_example,
+        dynamic=_batch_axes(("x", *STATE, *HEAD_OUTPUTS, "motion")),
+        max_shapes=_batched(non_key_example),
     )
     return key, non_key
+
+
+def _batch_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    return {name: {0: "batch"} for name in names}
+
+
+def _batched(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    return tuple((MAX_BATCH, *shape[1:]) for shape in shapes)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from pipeline.config import register
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult, Detections, PanopticSegmentation
-from pipeline.stage import Stage
+from pipeline.stage import References, Stage
 from stages.render import anonymize  # noqa: F401  (registers)
 from stages.render.annotators import (
     DetectionAnnotator,
@@ -35,6 +37,8 @@ class Draw(Stage):
         iuv_boxes: also draw each DensePose person's box and score.
     """
 
+    references: ClassVar[References] = {"results": ()}
+
     def __init__(
         self,
         results: list[str] | None = None,
@@ -46,7 +50,7 @@ class Draw(Stage):
         iuv_alpha: float = 0.7,
         iuv_boxes: bool = True,
     ) -> None:
-        self.only = results
+        self.results = results
         self.annotators = {
             Detections: DetectionAnnotator(thickness=thickness),
             PanopticSegmentation: PanopticAnnotator(panoptic_alpha, contours, stuff_colours),
@@ -57,7 +61,7 @@ class Draw(Stage):
         image: np.ndarray | None = None
         for name, result in frame.results.items():
             annotator = self.annotators.get(type(result))
-            if annotator is None or (self.only is not None and name not in self.only):
+            if annotator is None or (self.results is not None and name not in self.results):
                 continue
             if image is None:
                 image = frame.image.copy()  # the source image is shared by branches

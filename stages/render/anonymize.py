@@ -2,18 +2,18 @@
 with temporal memory so a face the detector misses for a few frames stays
 covered, and a fail-closed mode for frames whose detections never arrived.
 
-Memory: covered regions are tracks. A detection overlapping a track (IoU above
-``match_iou``) updates it; a track not seen on this frame keeps being covered
-for ``memory`` frames, moved along its last velocity and grown by
-``grow_per_frame`` per missed frame, since a missed face has usually moved.
+Memory: covered regions are tracks (``stages.tracking``). A detection
+overlapping a track (IoU above ``match_iou``) updates it; a track not seen on
+this frame keeps being covered for ``memory`` frames, moved along its last
+velocity and grown by ``grow_per_frame`` per missed frame, since a missed face
+has usually moved.
 Frames dropped upstream count as missed frames (``Frame.index`` gaps).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -21,19 +21,10 @@ import numpy as np
 from pipeline.config import register
 from pipeline.frame import Frame
 from pipeline.results import Detections
-from pipeline.stage import Stage
+from pipeline.stage import References, Stage
+from stages.tracking import IoUTracker
 
 log = logging.getLogger("framegraph")
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a [N, 4] and b [M, 4] (xyxy) -> [N, M]."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def scale_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
@@ -54,13 +45,6 @@ def cover_mask(shape: tuple[int, int], regions: np.ndarray, ellipse: bool) -> np
         else:
             cv2.rectangle(mask, (round(x0), round(y0)), (round(x1), round(y1)), 1, -1)
     return mask.astype(bool)
-
-
-@dataclass
-class _Track:
-    box: np.ndarray  # xyxy, as last seen
-    velocity: np.ndarray  # xyxy change per frame
-    last_seen: int  # frame index
 
 
 @register("anonymize")
@@ -85,6 +69,7 @@ class Anonymize(Stage):
 
     consumes = (Detections,)
     produces = (Detections,)
+    references: ClassVar[References] = {"detections": (Detections,)}
     stateful = True
 
     def __init__(
@@ -109,7 +94,7 @@ class Anonymize(Stage):
         self.min_score = min_score
         self.fail_closed = fail_closed
         self.frames_failed_closed = 0
-        self._tracks: dict[str, list[_Track]] = {}
+        self._tracks: dict[str, IoUTracker] = {}
 
     def _found(self, frame: Frame) -> np.ndarray | None:
         if self.detections is not None:
@@ -124,26 +109,15 @@ class Anonymize(Stage):
 
     def regions(self, source_id: str, index: int, boxes: np.ndarray) -> np.ndarray:
         """Update the source's tracks with this frame's boxes; return what to cover [K, 4]."""
-        tracks = self._tracks.setdefault(source_id, [])
-        matched: set[int] = set()
-        iou = box_iou(boxes, np.array([t.box for t in tracks]).reshape(-1, 4))
-        for d in np.argsort(-iou.max(axis=1, initial=0)):  # most certain matches first
-            t = int(iou[d].argmax()) if iou.shape[1] else -1
-            if t >= 0 and iou[d, t] >= self.match_iou and t not in matched:
-                gap = max(index - tracks[t].last_seen, 1)
-                tracks[t].velocity = (boxes[d] - tracks[t].box) / gap
-                tracks[t].box, tracks[t].last_seen = boxes[d], index
-                matched.add(t)
-                iou[:, t] = -1
-            else:
-                tracks.append(_Track(boxes[d], np.zeros(4, np.float32), index))
-        tracks[:] = [t for t in tracks if index - t.last_seen <= self.memory]
+        tracker = self._tracks.get(source_id)
+        if tracker is None:
+            tracker = self._tracks[source_id] = IoUTracker(self.match_iou, self.memory)
+        tracker.update(boxes, index=index)  # no scores: the most certain match goes first
         cover = []
-        for t in tracks:
+        for t in tracker.tracks:
             missed = index - t.last_seen
-            box = t.box + t.velocity * missed
             grow = 1 + self.grow_per_frame * missed
-            cover.append(scale_boxes(box[None], self.scale * grow)[0])
+            cover.append(scale_boxes(t.predicted(index)[None], self.scale * grow)[0])
         return np.array(cover, np.float32).reshape(-1, 4)
 
     def on_gap(self, source_id: str, missing: int) -> None:

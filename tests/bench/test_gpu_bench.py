@@ -243,7 +243,7 @@ def test_smoke_pipeline_job_runs_end_to_end(tmp_path: Path) -> None:
     assert "error" not in job, job
     assert job["frames_out"] == 3 and job["fps"] > 0
     assert job["video"]["frames"] == 3 and job["video"]["codec"] == "h264"
-    assert job["stages"]["detect"]["p50_ms"] > 0
+    assert job["stages"]["instances"]["p50_ms"] > 0
     assert "| instances | 3 |" in (tmp_path / "gpu.md").read_text()
 
 

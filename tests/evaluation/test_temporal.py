@@ -1,4 +1,5 @@
-"""Tests for evaluation.temporal: warping error with exact flows, DIS flow and occlusion masks."""
+"""Tests for evaluation.temporal (warping error with exact flows) and the models.flow it uses
+(DIS flow, warp, occlusion masks)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from evaluation.temporal import (
-    backward_flow,
-    occlusion_mask,
-    warp,
-    warping_error,
-    warping_errors,
-)
+from evaluation.temporal import warping_error, warping_errors
+from models.flow import backward_flow, occlusion_mask, warp
 
 
 def texture(h: int, w: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from models import retinaface
 from models.backends import (
@@ -18,6 +19,7 @@ from models.backends import (
     EngineCache,
     EngineKey,
     GraphSpec,
+    RunOptions,
     TensorRTBackend,
     TorchBackend,
     cached_onnx,
@@ -39,6 +41,8 @@ KEY = EngineKey(
     tensorrt_version="10.3.0",
 )
 
+ORT = RunOptions(backend="onnxruntime")
+
 
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
@@ -54,7 +58,9 @@ def test_onnxruntime_matches_torch_mobilenet(
     torch.manual_seed(0)
     x = torch.randn(1, 3, *size) * 50
     reference = TorchBackend(mobilenet)(x)
-    ort = create_backend("onnxruntime", mobilenet, spec, "retinaface", threads=1)
+    ort = create_backend(
+        mobilenet, spec, "retinaface", RunOptions(backend="onnxruntime", threads=1)
+    )
     outputs = ort(x)
     assert [o.shape for o in outputs] == [r.shape for r in reference]
     for out, ref in zip(outputs, reference, strict=True):
@@ -70,7 +76,7 @@ def test_onnxruntime_matches_torch_resnet50(tmp_path: Path, monkeypatch) -> None
     # O(10) as with trained weights, where an absolute 1e-4 is meaningful.
     x = torch.randn(1, 3, 320, 320)
     reference = TorchBackend(model)(x)
-    outputs = create_backend("onnxruntime", model, retinaface.graph_spec(), "retinaface")(x)
+    outputs = create_backend(model, retinaface.graph_spec(), "retinaface", ORT)(x)
     for out, ref in zip(outputs, reference, strict=True):
         assert (out - ref).abs().max().item() <= 1e-4
 
@@ -198,7 +204,8 @@ def test_tensorrt_engine_matches_torch_and_is_cached(
                 assert out.device.type == "cuda" and out.dtype == torch.float32
                 assert_close(out, ref, tolerance, f"tensorrt {precision} {name} {tuple(x.shape)}")
 
-    engine = create_backend("tensorrt", mobilenet, spec, "retinaface", "cuda", precision)
+    options = RunOptions(backend="tensorrt", device="cuda", precision=precision)
+    engine = create_backend(mobilenet, spec, "retinaface", options)
     assert engine.name == "tensorrt" and len(builds) == 1
     (path,) = (tmp_path / "tensorrt").glob("*.engine")
     key = json.loads(path.with_suffix(".json").read_text())["key"]
@@ -206,7 +213,7 @@ def test_tensorrt_engine_matches_torch_and_is_cached(
     assert key["gpu_name"] == torch.cuda.get_device_name()
     stamp = path.stat().st_mtime_ns
     check(engine)
-    again = create_backend("tensorrt", mobilenet, spec, "retinaface", "cuda", precision)
+    again = create_backend(mobilenet, spec, "retinaface", options)
     assert len(builds) == 1, "the second open built the engine again instead of loading it"
     assert path.stat().st_mtime_ns == stamp
     assert list((tmp_path / "tensorrt").glob("*.engine")) == [path]
@@ -220,7 +227,7 @@ def test_torch_backend_rejects_gpu_options_on_cpu() -> None:
     with pytest.raises(BackendError, match="CUDA graphs"):
         TorchBackend(model, "cpu", cuda_graph=True)
     with pytest.raises(BackendError, match="unknown backend"):
-        create_backend("tvm", model, retinaface.graph_spec(), "retinaface")
+        require_backend("tvm")
 
 
 class _Sleeper:
@@ -355,7 +362,9 @@ def test_a_model_onnx_cannot_express_is_one_line_and_auto_keeps_torch(tmp_path: 
     assert message.startswith("cannot export deformable to ONNX: ") and "deform_conv2d" in message
     assert "\n" not in message and len(message) < 400
     assert not list(tmp_path.rglob("*.onnx*"))  # no half-written export left behind
-    backend, timings = create_fastest_backend(("torch", "onnxruntime"), _Deformable(), spec, "d")
+    backend, timings = create_fastest_backend(
+        ("torch", "onnxruntime"), _Deformable(), spec, "d", RunOptions()
+    )
     assert backend.name == "torch" and list(timings) == ["torch"]
 
 
@@ -368,5 +377,43 @@ def test_onnxruntime_without_a_cuda_provider_is_refused_before_exporting(
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     model = retinaface.build_model("mobilenet0.25")
     with pytest.raises(BackendUnavailable, match="no CUDA provider"):
-        create_backend("onnxruntime", model, retinaface.graph_spec(), "retinaface", "cuda")
+        create_backend(model, retinaface.graph_spec(), "retinaface",
+                       RunOptions(backend="onnxruntime", device="cuda"))  # fmt: skip
     assert not list(tmp_path.rglob("*.onnx"))  # nothing exported for a backend that cannot run
+
+
+def test_int8_is_our_export_quantized_once_per_calibration(tmp_path: Path, monkeypatch) -> None:
+    from models.backends import cached_int8_onnx
+
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3)).eval()
+    spec = GraphSpec(inputs=("x",), outputs=("y",), example=((1, 3, 32, 32),))
+    calibration = [(torch.rand(1, 3, 32, 32),) for _ in range(4)]
+    path = cached_int8_onnx(model, spec, "toy", calibration)
+    stamp = path.stat().st_mtime_ns
+    assert cached_int8_onnx(model, spec, "toy", calibration) == path  # cached ...
+    assert path.stat().st_mtime_ns == stamp
+    other = cached_int8_onnx(model, spec, "toy", calibration[:2])  # ... per calibration
+    assert other != path
+    options = RunOptions(backend="onnxruntime", precision="int8")
+    int8 = create_backend(model, spec, "toy", options, calibration)
+    x = torch.rand(1, 3, 32, 32)
+    (expected,), (got,) = TorchBackend(model)(x), int8(x)
+    error = float((got - expected).abs().max() / expected.abs().max())
+    assert 0 < error < 0.05  # quantized (not the fp32 graph), and close to it
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_runs_on_onnxruntime_on_the_cpu_only() -> None:
+    model = nn.Conv2d(3, 4, 3)
+    spec = GraphSpec(inputs=("x",), outputs=("y",), example=((1, 3, 8, 8),))
+    with pytest.raises(BackendError, match="int8 is onnxruntime's"):
+        create_backend(model, spec, "toy", RunOptions(backend="torch", precision="int8"))
+    with pytest.raises(BackendError, match="tensorrt backend runs fp32 or fp16"):
+        require_backend("tensorrt", "cuda", "int8")
+    with pytest.raises(BackendError, match="int8 needs calibration inputs"):
+        create_backend(model, spec, "toy", RunOptions(backend="onnxruntime", precision="int8"))

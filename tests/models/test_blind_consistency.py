@@ -20,7 +20,7 @@ from models.translation.blind_consistency import (
     working_size,
 )
 from tests.golden import assert_close
-from tools.golden_blind_consistency import seeded_state_dict
+from tests.models.seeded_blind_consistency import seeded_state_dict
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "translation"
 TOLERANCE = 1e-4

@@ -21,6 +21,7 @@ from models.densepose import (
     apply_deltas,
     build_model,
     cell_anchors,
+    chart_arrays,
     grid_anchors,
     load_weights,
     read_model_zoo_pkl,
@@ -387,7 +388,7 @@ TOLERANCE = 1e-4
 def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
     from evaluation import densepose_scores
     from models.checkpoints import weights_meta
-    from stages.densepose import densepose_result
+    from pipeline.results import DensePoseResult
     from synthetic.categories import PERSON
     from synthetic.generator import generate
 
@@ -407,7 +408,7 @@ def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
             box = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32)
             assert torchvision.ops.box_iou(found.boxes[keep], box).max() > 0.7
         truth.append(frame.iuv)
-        pasted.append(densepose_result(found, 0.5).to_iuv_image(320, 320))
+        pasted.append(DensePoseResult(*chart_arrays(found, 0.5)).to_iuv_image(320, 320))
     assert {1, 2} <= set(np.unique(np.stack(truth)[..., 0]))  # torso back and front
     scores = densepose_scores(truth, pasted)
     assert scores.foreground_iou > 0.7 and scores.part_iou > 0.5 and scores.uv_error < 0.17
@@ -419,7 +420,7 @@ def test_demo_weights_find_people_and_their_parts_in_a_held_out_scene() -> None:
 def test_dense_graph_on_onnxruntime_matches_torch_and_gives_the_same_people(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from models.backends import TorchBackend, create_backend
+    from models.backends import RunOptions, TorchBackend, create_backend
     from models.checkpoints import weights_meta
     from models.densepose import DenseGraph, graph_spec, raw_outputs, to_input
     from models.densepose.export import OUTPUTS
@@ -433,7 +434,9 @@ def test_dense_graph_on_onnxruntime_matches_torch_and_gives_the_same_people(
     assert batch.shape[-2:] != (320, 448)  # not the size it is exported at: dynamic
     expected = TorchBackend(graph)(batch)
     monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
-    outputs = create_backend("onnxruntime", graph, graph_spec(), "densepose", threads=2)(batch)
+    outputs = create_backend(
+        graph, graph_spec(), "densepose", RunOptions(backend="onnxruntime", threads=2)
+    )(batch)
     for name, ours, theirs in zip(OUTPUTS, outputs, expected, strict=True):
         assert ours.shape == theirs.shape, name
         assert_close(ours, theirs, TOLERANCE, name)  # logits and features, before any decision

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from models import translation
-from models.backends import TorchBackend, cached_onnx, create_backend
+from models.backends import RunOptions, TorchBackend, cached_onnx, create_backend
 from models.translation.multistyle import MultiStyleNet
 from tests.golden import assert_close
 
 # onnxruntime against torch: within 1e-4 of the output's own scale (kernels that sum in another
 # order, on another CPU or thread count, move results by ~1e-6 of it)
 TOLERANCE = 1e-4
+
+ORT = RunOptions(backend="onnxruntime")
 
 
 def random_translator(network: str) -> translation.Translator:
@@ -92,7 +94,9 @@ def test_onnxruntime_matches_torch_at_a_size_it_was_not_exported_at(
     padded = translator.pad(frame)
     assert padded.shape[-2] % translator.multiple == 0 and padded.shape[-1] != 256
     (reference,) = TorchBackend(graph)(padded)
-    (outputs,) = create_backend("onnxruntime", graph, spec, "translation", threads=2)(padded)
+    (outputs,) = create_backend(
+        graph, spec, "translation", RunOptions(backend="onnxruntime", threads=2)
+    )(padded)
     assert outputs.shape == reference.shape == padded.shape
     # compared before the tanh / sigmoid, relative to their own scale
     logits = torch_logits(translator, padded)
@@ -120,6 +124,6 @@ def test_each_style_is_its_own_export(tmp_path: Path) -> None:
             translation.load_translator("multistyle26", style=style)
         )
         paths.append(cached_onnx(graph, spec, "translation", tmp_path))
-        outputs.append(create_backend("onnxruntime", graph, spec, "translation")(frame)[0])
+        outputs.append(create_backend(graph, spec, "translation", ORT)(frame)[0])
     assert paths[0] != paths[1]
     assert (outputs[0] - outputs[1]).abs().mean() > 0.02

@@ -306,7 +306,7 @@ def test_demo_weights_segment_and_track_a_held_out_video() -> None:
 
 @pytest.mark.golden
 def test_graphs_on_onnxruntime_match_torch_and_segment_alike(tmp_path: Path, monkeypatch) -> None:
-    from models.backends import TorchBackend, create_backend
+    from models.backends import RunOptions, TorchBackend, create_backend
     from models.checkpoints import weights_meta
     from models.vpsnet import FirstFrameGraph, NextFrameGraph, graph_specs, raw_outputs
     from models.vpsnet.export import OUTPUTS
@@ -321,7 +321,7 @@ def test_graphs_on_onnxruntime_match_torch_and_segment_alike(tmp_path: Path, mon
     graphs = (FirstFrameGraph(model), NextFrameGraph(model))
     by_torch = [TorchBackend(graph) for graph in graphs]
     by_onnxruntime = [
-        create_backend("onnxruntime", graph, spec, "vpsnet", threads=2)
+        create_backend(graph, spec, "vpsnet", RunOptions(backend="onnxruntime", threads=2))
         for graph, spec in zip(graphs, (first_spec, next_spec), strict=True)
     ]
     states = {"torch": VideoState(), "onnxruntime": VideoState()}

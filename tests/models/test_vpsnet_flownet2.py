@@ -22,7 +22,7 @@ from models.vpsnet.flownet2 import channel_norm, flownet2_padding, resample2d
 from models.vpsnet.fusion import correlation
 from models.vpsnet.weights import flownet2_state_dict, official_state_dict
 from tests.golden import assert_close
-from tools.golden_flownet2 import (
+from tests.models.seeded_flownet2 import (
     COMPUTE_FLOW_SIZE,
     FORWARD_SIZE,
     GOLDEN,
@@ -31,7 +31,7 @@ from tools.golden_flownet2 import (
     flow_frames,
     normalised,
 )
-from tools.golden_vpsnet import seeded_state_dict
+from tests.models.seeded_vpsnet import seeded_state_dict
 
 PARTS = ("flownetc", "flownets_1", "flownets_2", "flownets_d")
 TOLERANCE = 1e-4

@@ -32,7 +32,7 @@ from models.vpsnet.panoptic import (
 from models.vpsnet.semantic import UPSNetFPN
 from models.vpsnet.tracking import TrackMemory
 from tests.golden import assert_close, assert_decisions_agree, top2_gap
-from tools.golden_vpsnet import (
+from tests.models.seeded_vpsnet import (
     CHANNELS,
     IMAGE,
     MATCH_COEFF,

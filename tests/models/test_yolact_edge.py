@@ -27,7 +27,7 @@ from models.yolact_edge import (
 )
 from models.yolact_edge.net import YolactEdge
 from tests.golden import assert_close, assert_decisions_agree, relative_error
-from tools.golden_yolact_edge import head_logits, seeded_state_dict
+from tests.models.seeded_yolact_edge import head_logits, seeded_state_dict
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "yolact_edge"
 SHARED_MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "manifests"
@@ -285,7 +285,7 @@ def test_windowed_masks_equal_resizing_whole_maps(size: tuple[int, int]) -> None
 
 @pytest.mark.golden
 def test_exported_graphs_match_torch_on_onnxruntime(tmp_path: Path) -> None:
-    from models.backends import create_backend
+    from models.backends import RunOptions, create_backend
     from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
 
     model = build_model("yolact_edge_vid_mobilenetv2").eval()
@@ -303,8 +303,10 @@ def test_exported_graphs_match_torch_on_onnxruntime(tmp_path: Path) -> None:
         (KeyframeGraph(model), key_spec, lambda key: (a,)),
         (NonKeyframeGraph(model), non_key_spec, lambda key: (b, *key[4:])),
     ):
-        reference = create_backend("torch", graph, spec, "yolact_edge")
-        onnx = create_backend("onnxruntime", graph, spec, "yolact_edge", threads=2)
+        reference = create_backend(graph, spec, "yolact_edge", RunOptions(backend="torch"))
+        onnx = create_backend(
+            graph, spec, "yolact_edge", RunOptions(backend="onnxruntime", threads=2)
+        )
         if graph.__class__ is KeyframeGraph:
             key = reference(a)
         expected = reference(*inputs(key))
@@ -354,7 +356,7 @@ def test_demo_weights_find_people_in_a_held_out_scene() -> None:
 @pytest.mark.golden
 def test_demo_weights_graphs_match_torch_on_onnxruntime_to_1e4() -> None:
     # Trained weights on real (synthetic) frames: every output within 1e-4 of its scale.
-    from models.backends import create_backend
+    from models.backends import RunOptions, create_backend
     from models.yolact_edge import weights_meta
     from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
     from synthetic.generator import generate
@@ -365,10 +367,9 @@ def test_demo_weights_graphs_match_torch_on_onnxruntime_to_1e4() -> None:
     a, _, b = (to_input(f.image, 320) for f in generate(9001, 3, 320, 320))
     runs = {}
     for kind in ("torch", "onnxruntime"):
-        key = create_backend(kind, KeyframeGraph(model), key_spec, "yolact_edge", threads=2)
-        non_key = create_backend(
-            kind, NonKeyframeGraph(model), non_key_spec, "yolact_edge", threads=2
-        )
+        options = RunOptions(backend=kind, threads=2)
+        key = create_backend(KeyframeGraph(model), key_spec, "yolact_edge", options)
+        non_key = create_backend(NonKeyframeGraph(model), non_key_spec, "yolact_edge", options)
         key_outputs = key(a)
         runs[kind] = (key_outputs, non_key(b, *key_outputs[4:]))
     for spec, expected, got in zip(

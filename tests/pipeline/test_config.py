@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from fractions import Fraction
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from pipeline.config import (
 from pipeline.edges import Policy
 from pipeline.errors import ConfigError
 from pipeline.frame import Frame
-from pipeline.stage import Sink, Source, Stage
+from pipeline.stage import References, Sink, Source, Stage
 
 # Test-only kinds, prefixed "test_" so they cannot clash with the real ones.
 
@@ -63,6 +64,34 @@ class CfgSink(Sink):
 
     def write(self, frame: Frame) -> None:
         self.frames.append(frame)
+
+
+class Boxes:
+    """A result type for the reference tests."""
+
+
+class Labels:
+    """Another result type."""
+
+
+@register("test_cfg_boxes")
+class CfgBoxes(Stage):
+    produces = (Boxes,)
+
+
+@register("test_cfg_labels")
+class CfgLabels(Stage):
+    produces = (Labels,)
+
+
+@register("test_cfg_reader")
+class CfgReader(Stage):
+    """Reads the Boxes of one stage (``boxes``) and the results of others (``show``)."""
+
+    references: ClassVar[References] = {"boxes": (Boxes,), "show": ()}
+
+    def __init__(self, boxes: str | None = None, show: list[str] | None = None) -> None:
+        self.boxes, self.show = boxes, show
 
 
 def config(*stages: dict, **pipeline) -> dict:
@@ -343,11 +372,63 @@ def test_build_graph_names_the_stage_entry_in_errors():
 
 def test_build_graph_wiring_errors_are_config_errors():
     cfg = parse_config(config(SRC, {"name": "a", "kind": "test_cfg_plain", "inputs": ["nope"]}))
-    with pytest.raises(ConfigError, match="input 'nope' is not a stage"):
+    with pytest.raises(ConfigError, match="inputs: 'nope' is not a stage"):
+        build_graph(cfg)
+    cfg = parse_config(config(SRC, {"name": "a", "kind": "test_cfg_plain", "inputs": ["scr"]}))
+    with pytest.raises(ConfigError, match=r"inputs: 'scr' is not a stage \(did you mean 'src'\?\)"):
         build_graph(cfg)
     cfg = parse_config(config(SRC, {"name": "src", "kind": "test_cfg_plain"}))
     with pytest.raises(ConfigError, match="two stages are named 'src'"):
         build_graph(cfg)
+
+
+BOXES = {"name": "boxes", "kind": "test_cfg_boxes"}
+LABELS = {"name": "labels", "kind": "test_cfg_labels"}
+
+
+@pytest.mark.parametrize(
+    ("reader", "message"),
+    [
+        ({"boxes": "boxez"},
+         "stage 'read' (test_cfg_reader): boxes: 'boxez' is not a stage before this one; "
+         "stages before it with Boxes: 'boxes'"),
+        ({"boxes": "labels"},
+         "stage 'read' (test_cfg_reader): boxes: 'labels' gives Labels, not Boxes; "
+         "stages before it with Boxes: 'boxes'"),
+        ({"show": ["labels", "src"]},
+         "stage 'read' (test_cfg_reader): show: 'src' gives no results; "
+         "stages before it with results: 'boxes', 'labels'"),
+        ({"show": ["out"]},  # downstream: its results never reach the reader
+         "stage 'read' (test_cfg_reader): show: 'out' is not a stage before this one; "
+         "stages before it with results: 'boxes', 'labels'"),
+    ],
+)  # fmt: skip
+def test_references_are_checked_when_the_graph_is_built(reader: dict, message: str) -> None:
+    cfg = parse_config(config(SRC, BOXES, LABELS, {"name": "read", "kind": "test_cfg_reader",
+                                                   **reader}, OUT))  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        build_graph(cfg)
+    assert str(info.value) == message
+
+
+def test_a_reference_to_another_branch_is_not_upstream() -> None:
+    branches = config(SRC, BOXES, {"name": "other", "kind": "test_cfg_boxes", "inputs": ["src"]},
+                      {"name": "read", "kind": "test_cfg_reader", "boxes": "boxes",
+                       "inputs": ["other"]}, OUT)  # fmt: skip
+    with pytest.raises(ConfigError, match="'boxes' is not a stage before this one; stages "
+                       "before it with Boxes: 'other'"):  # fmt: skip
+        build_graph(parse_config(branches))
+    joined = config(SRC, BOXES, {"name": "other", "kind": "test_cfg_labels", "inputs": ["src"]},
+                    {"name": "read", "kind": "test_cfg_reader", "boxes": "boxes",
+                     "show": ["other"], "inputs": ["boxes", "other"]}, OUT)  # fmt: skip
+    graph = build_graph(parse_config(joined))  # both branches reach the join
+    assert graph.nodes["read"].stage.boxes == "boxes"
+
+
+def test_no_reference_means_any_upstream_result() -> None:
+    reader = {"name": "read", "kind": "test_cfg_reader"}
+    graph = build_graph(parse_config(config(SRC, BOXES, reader, OUT)))
+    assert graph.nodes["read"].stage.boxes is None
 
 
 def test_yaml_to_finished_run(tmp_path, run_graph):

@@ -66,7 +66,7 @@ def test_duplicate_names_rejected():
 
 
 def test_unknown_input_rejected():
-    with pytest.raises(ConfigError, match="stage 'a': input 'nope' is not a stage"):
+    with pytest.raises(ConfigError, match="stage 'a': inputs: 'nope' is not a stage"):
         Graph([NodeSpec("src", Gen()), NodeSpec("a", Plain(), ["nope"])])
 
 

@@ -7,6 +7,7 @@ about the results users see: the same people, segments, faces and pictures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from itertools import islice
 
@@ -29,8 +30,8 @@ WEIGHTS = ROOT / "models"
 # and other algorithms: README, 2.1e-3 relative L2 at most); float16 by about 1e-2.
 SETTINGS = [
     ("fp32", {"device": "cuda"}),
-    ("fp16", {"device": "cuda", "half": True}),
-    ("fp16+graph", {"device": "cuda", "half": True, "cuda_graph": True}),  # replayed graphs
+    ("fp16", {"device": "cuda", "precision": "fp16"}),
+    ("fp16+graph", {"device": "cuda", "precision": "fp16", "cuda_graph": True}),  # replayed graphs
 ]
 # A detection whose score is this close to a threshold (or to an overlapping rival's) may be
 # kept on one device and dropped on the other: the CPU's count is not the truth there.
@@ -58,6 +59,25 @@ def run(chain: list[Stage], images: list[np.ndarray], opened=None) -> list[dict]
             frame = stage.process(frame)
         results.append({**frame.results, "image": frame.image})
     return results
+
+
+def same_objects(
+    make: Callable[..., Stage], images: list[np.ndarray], options: dict, precision: str, *,
+    threshold: float, nms: float, box_tolerance: float,
+) -> None:  # fmt: skip
+    """A detector stage made by ``make`` finds the same objects on CUDA (``options``) as on the
+    CPU, frame by frame: boxes within ``box_tolerance`` px (4x that in half precision), but for
+    near-ties (scores within SCORE_MARGIN of the threshold or of a rival)."""
+    cpu, gpu = run([make()], images), run([make(**options)], images)
+    tolerance = box_tolerance if precision == "fp32" else 4 * box_tolerance
+    for a, b in zip(gpu, cpu, strict=True):
+        ours, theirs = a["s0"], b["s0"]
+        assert len(theirs) >= 1
+        assert_same_detections(
+            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"objects ({precision})",
+            threshold=threshold, score_margin=SCORE_MARGIN[precision], nms=nms,
+            box_tolerance=tolerance,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
@@ -136,55 +156,27 @@ def test_vpsnet(precision: str, options: dict) -> None:
 
 @pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
 def test_yolact_edge(precision: str, options: dict) -> None:
-    from stages.instances import YolactEdgeDetector, YolactPostprocess, YolactPreprocess
+    from stages.instances import YolactEdgeDetector
 
     weights = str(WEIGHTS / "yolact_edge/weights/synthetic_mobilenetv2.pth")
     images = frames(6)
 
-    def chain(**kwargs) -> list[Stage]:
-        device = kwargs.get("device", "cpu")
-        prep, net, post = (
-            YolactPreprocess(320, device),
-            YolactEdgeDetector(input="s0", weights=weights, backend="torch", **kwargs),
-            YolactPostprocess("s1"),
-        )
-        return [prep, net, post]  # fmt: skip
-
-    cpu, gpu = run(chain(), images), run(chain(**options), images)
-    for a, b in zip(gpu, cpu, strict=True):  # keyframes and warped frames alike
-        ours, theirs = a["s2"], b["s2"]
-        assert len(theirs) >= 1
-        # the same objects (score >= 0.3 after Fast NMS at 0.5), boxes within 1 px (fp16: 3),
-        # but for those a rounding could add or drop
-        assert_same_detections(
-            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"objects ({precision})",
-            threshold=0.3, score_margin=SCORE_MARGIN[precision], nms=0.5,
-            box_tolerance=1.0 if precision == "fp32" else 3.0,
-        )  # fmt: skip
+    # keyframes and warped frames alike: the same objects (score >= 0.3 after Fast NMS at
+    # 0.5), boxes within 1 px (fp16: 3), but for those a rounding could add or drop
+    same_objects(lambda **o: YolactEdgeDetector(weights=weights, backend="torch", **o),
+                 images, options, precision, threshold=0.3, nms=0.5, box_tolerance=1.0)  # fmt: skip
 
 
 @pytest.mark.parametrize(("precision", "options"), SETTINGS, ids=[s[0] for s in SETTINGS])
 def test_face_detector(precision: str, options: dict) -> None:
     import av
 
-    from stages.faces import FaceDetector, FacePostprocess, FacePreprocess
+    from stages.faces import FaceDetector
 
     with av.open(str(ROOT / "media" / "faces.mp4")) as container:
         images = [f.to_ndarray(format="bgr24") for f in islice(container.decode(video=0), 3)]
 
-    def chain(**kwargs) -> list[Stage]:
-        device = kwargs.get("device", "cpu")
-        return [FacePreprocess(device=device), FaceDetector("s0", backend="torch", **kwargs),
-                FacePostprocess("s1")]  # fmt: skip
-
-    cpu, gpu = run(chain(), images), run(chain(**options), images)
-    for a, b in zip(gpu, cpu, strict=True):
-        ours, theirs = a["s2"], b["s2"]
-        assert len(theirs) >= 1
-        # the same faces (score > 0.5, NMS at 0.4), boxes within 0.5 px (fp16: 2), but for
-        # those a rounding could add or drop
-        assert_same_detections(
-            (ours.boxes, ours.scores), (theirs.boxes, theirs.scores), f"faces ({precision})",
-            threshold=0.5, score_margin=SCORE_MARGIN[precision], nms=0.4,
-            box_tolerance=0.5 if precision == "fp32" else 2.0,
-        )  # fmt: skip
+    # the same faces (score > 0.5, NMS at 0.4), boxes within 0.5 px (fp16: 2), but for those
+    # a rounding could add or drop
+    same_objects(lambda **o: FaceDetector(backend="torch", **o), images, options, precision,
+                 threshold=0.5, nms=0.4, box_tolerance=0.5)  # fmt: skip

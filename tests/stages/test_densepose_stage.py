@@ -138,5 +138,5 @@ def test_onnxruntime_runs_the_whole_image_part_with_the_same_people(
 
 
 def test_half_precision_needs_cuda() -> None:
-    with pytest.raises(ConfigError, match="half precision needs a CUDA device"):
-        DensePoseDetector(weights="random", half=True).open()
+    with pytest.raises(ConfigError, match="precision fp16 needs a CUDA device"):
+        DensePoseDetector(weights="random", precision="fp16").open()

@@ -13,11 +13,13 @@ from pipeline.frame import Frame
 from pipeline.graph import Graph, NodeSpec
 from pipeline.results import Detections
 from pipeline.stage import Sink
-from stages.faces import FaceDetector, FacePostprocess, FacePreprocess
-from stages.render.anonymize import Anonymize, box_iou, cover_mask
+from stages.faces import FaceDetector
+from stages.render.anonymize import Anonymize, cover_mask
 from stages.sources.file import FileSource
+from stages.tracking import box_iou
 from tests.conftest import ROOT
 from tests.golden import assert_close, assert_same_detections
+from tests.stages.batching import run_sources
 
 CLIP = ROOT / "media" / "faces.mp4"
 TRUTH = json.loads((ROOT / "media" / "faces_truth.json").read_text())["faces"]
@@ -36,9 +38,7 @@ def run_faces(scale: float = 1.0) -> list[Frame]:
     graph = Graph(
         [
             NodeSpec("source", FileSource(str(CLIP))),
-            NodeSpec("prep", FacePreprocess(scale=scale), ["source"]),
-            NodeSpec("detect", FaceDetector(input="prep", backend="torch"), ["prep"]),
-            NodeSpec("faces", FacePostprocess(input="detect"), ["detect"]),
+            NodeSpec("faces", FaceDetector(scale=scale, backend="torch"), ["source"]),
             NodeSpec("hide", Anonymize(detections="faces"), ["faces"]),
             NodeSpec("keep", keep, ["hide"]),
         ]
@@ -108,18 +108,16 @@ def test_onnxruntime_backend_matches_torch_on_the_clip() -> None:
     source.open()
     images = [f.image for _, f in zip(range(10), source.frames(), strict=False)]
     source.close()
-    prep, post = FacePreprocess(), FacePostprocess(input="detect")
-    prep.name, post.name = "prep", "faces"
-    detectors = [FaceDetector(input="prep", backend=b, threads=1) for b in ("onnxruntime", "torch")]
+    detectors = [FaceDetector(backend=b, threads=1) for b in ("onnxruntime", "torch")]
     for detector in detectors:
-        detector.name = "detect"
+        detector.name = "faces"
         detector.open()
     for index, image in enumerate(images):
         raw, found = [], []
         for detector in detectors:
-            frame = detector.process(prep.process(Frame(image, index, None, index, "s")))
-            raw.append(frame.results["detect"])
-            found.append(post.process(frame).results["faces"])
+            frame = detector.infer(detector.preprocess(Frame(image, index, None, index, "s")))
+            raw.append(frame.results["faces"])
+            found.append(detector.postprocess(frame).results["faces"])
         (ours, theirs), (our_faces, faces) = raw, found
         # within 1e-4 of each output's own scale; the backends give the scores after the
         # softmax, so they are compared as logits (log p_face - log p_background) where no
@@ -150,7 +148,7 @@ def test_auto_backend_picks_the_faster(slow: str, monkeypatch, caplog) -> None:
     import logging
 
     from models.backends import OnnxRuntimeBackend, TorchBackend, select
-    from stages import model_backend
+    from stages import model_stage
 
     class Clock:
         now = 0.0
@@ -169,8 +167,8 @@ def test_auto_backend_picks_the_faster(slow: str, monkeypatch, caplog) -> None:
 
         monkeypatch.setattr(backend_class, "__call__", timed)
     measure = functools.partial(select.create_fastest_backend, clock=clock)
-    monkeypatch.setattr(model_backend, "create_fastest_backend", measure)
-    detector = FaceDetector(input="prep", backend="auto", threads=1)
+    monkeypatch.setattr(model_stage, "create_fastest_backend", measure)
+    detector = FaceDetector(backend="auto", threads=1)
     with caplog.at_level(logging.INFO, logger="framegraph"):
         detector.open()
     fast = "torch" if slow == "onnxruntime" else "onnxruntime"
@@ -183,10 +181,63 @@ def test_tensorrt_backend_without_tensorrt_is_a_model_error(monkeypatch) -> None
     # runs on every machine: TensorRT is simulated absent, then present without a GPU
     import models.backends.tensorrt as tensorrt_backend
 
-    detector = FaceDetector(input="prep", backend="tensorrt")  # on the CPU
+    detector = FaceDetector(backend="tensorrt")  # on the CPU
     monkeypatch.setattr(tensorrt_backend, "tensorrt_version", lambda: None)
     with pytest.raises(ModelError, match=r"^face_detector: TensorRT is not installed \("):
         detector.open()
     monkeypatch.setattr(tensorrt_backend, "tensorrt_version", lambda: "10.3.0")
     with pytest.raises(ModelError, match=r"^face_detector: TensorRT needs a CUDA device \(got"):
         detector.open()
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_batches_across_two_sources_find_the_faces_of_batch_1(backend: str) -> None:
+    def run(**options) -> tuple[dict[tuple[str, int], Detections], list[int]]:
+        detector = FaceDetector(backend=backend, threads=1, **options)
+        sources = [FileSource(str(CLIP), source_id=name) for name in ("a", "b")]
+        frames, sizes = run_sources(detector, "faces", sources, max_frames=12)
+        return {key: f.results["faces"] for key, f in frames.items()}, sizes
+
+    single, _ = run()
+    batched, sizes = run(batch=4, batch_timeout_ms=200)
+    assert set(batched) == set(single) and len(single) == 24
+    assert max(sizes) == 4 and sum(sizes) == 24  # several frames per call
+    for key, expected in single.items():
+        ours = batched[key]
+        assert len(expected) >= 1
+        # one call over a batch sums in another order: within 1e-4 of scale, the same faces
+        # but for a near-tie (a score within 1e-3 of 0.5, an overlap within 0.01 of 0.4)
+        pairs = assert_same_detections(
+            (ours.boxes, ours.scores), (expected.boxes, expected.scores), f"faces {key}",
+            threshold=0.5, score_margin=1e-3, nms=0.4, box_tolerance=0.05,
+        )  # fmt: skip
+        i, j = (list(side) for side in zip(*pairs, strict=True))
+        assert_close(ours.landmarks[i], expected.landmarks[j], 1e-4, "landmarks (batched)")
+
+
+def test_int8_finds_the_faces_fp32_finds(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    detector = FaceDetector(backend="onnxruntime", precision="int8", threads=1)
+    detector.name = "faces"
+    detector.open()
+    assert detector.backend is not None and detector.backend.name == "onnxruntime"
+    assert len(list(tmp_path.rglob("int8-*.onnx"))) == 1  # quantized once, cached
+    source = FileSource(str(CLIP))
+    source.open()
+    for frame, truth in zip(source.frames(), TRUTH, strict=False):
+        if frame.index % 10:
+            continue
+        found = detector.process(frame).results["faces"]
+        iou = box_iou(np.array(truth, np.float32), found.boxes)
+        assert (iou.max(axis=1) > 0.5).all(), frame.index  # every real face, well placed
+    source.close()
+
+
+def test_int8_is_a_cpu_onnxruntime_option() -> None:
+    from pipeline.errors import ConfigError
+    from stages.panoptic import VPSNetSegmenter
+
+    with pytest.raises(ConfigError, match="precision int8 runs on onnxruntime on the CPU"):
+        FaceDetector(backend="torch", precision="int8").open()
+    with pytest.raises(ConfigError, match="vpsnet: precision int8 is not available"):
+        VPSNetSegmenter(weights="random", precision="int8", backend="onnxruntime").open()

@@ -149,8 +149,8 @@ def test_onnxruntime_runs_the_whole_image_part_with_the_same_segments(
 
 
 def test_half_precision_needs_cuda() -> None:
-    with pytest.raises(ConfigError, match="half precision needs a CUDA device"):
-        VPSNetSegmenter(weights="random", half=True).open()
+    with pytest.raises(ConfigError, match="precision fp16 needs a CUDA device"):
+        VPSNetSegmenter(weights="random", precision="fp16").open()
 
 
 def test_a_backend_that_cannot_run_here_fails_at_open_not_at_the_first_frame() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.temporal import backward_flow
+from models.flow import backward_flow
 from synthetic.categories import (
     BY_ID,
     ID_DIVISOR,

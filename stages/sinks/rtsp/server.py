@@ -175,11 +175,6 @@ class Mount:
                 self._clients.discard(client)
                 self._departed_drops += client.drops
 
-    @property
-    def client_count(self) -> int:
-        with self._lock:
-            return len(self._clients)
-
     def stats(self) -> dict[str, int]:
         with self._lock:
             clients = list(self._clients)

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""int8 against fp32 on the CPU, per model family: speed and accuracy side by side.
+
+Both run the family's stage with ``backend: onnxruntime`` (fp32: our export; int8: that
+export quantized statically, calibrated on bundled frames; see models/backends/quantize.py)
+over the same frames. Speed is the stage's median time per frame (preprocessing, network,
+postprocessing), in one process, after a warm-up. Accuracy:
+
+- faces (RetinaFace MobileNet0.25) on the bundled clip, whose faces are known exactly: recall
+  (a true face found with IoU >= 0.5) and precision of each, and how far int8's boxes are from
+  fp32's (mean IoU of matched faces);
+- instances (YolactEdge, demo weights) on the held-out synthetic scenes (seeds 9000-9002, never
+  trained or calibrated on; a keyframe every 5th frame): mask AP (COCOeval) of each.
+
+VPSNet, DensePose and translation have no int8 path yet (a config error says so).
+
+    python bench/int8.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.frame import Frame  # noqa: E402
+from pipeline.results import Detections  # noqa: E402
+from stages.faces import FaceDetector  # noqa: E402
+from stages.instances import YolactEdgeDetector  # noqa: E402
+from stages.model_stage import ModelStage, bundled_frames  # noqa: E402
+from stages.tracking import box_iou  # noqa: E402
+
+YOLACT = ROOT / "models" / "yolact_edge" / "weights" / "synthetic_mobilenetv2.pth"
+
+
+def timed_run(stage: ModelStage, frames: list[Frame]) -> tuple[list[Detections], float]:
+    """The stage's results on ``frames`` and its median ms per frame."""
+    stage.name = "model"
+    stage.open()
+    stage.process(Frame(frames[0].image.copy(), 0, Fraction(1, 25), 0, "warm-up"))
+    results, times = [], []
+    for frame in frames:
+        copy = Frame(frame.image, frame.index, frame.time_base, frame.index, frame.source_id)
+        start = time.perf_counter()
+        out = stage.process(copy)
+        times.append(time.perf_counter() - start)
+        results.append(out.results["model"])  # type: ignore[union-attr]
+    return results, statistics.median(times) * 1e3
+
+
+def faces(threads: int) -> None:
+    truth = json.loads((ROOT / "media" / "faces_truth.json").read_text())["faces"]
+    frames = bundled_frames("faces.mp4")
+    runs = {}
+    for precision in ("fp32", "int8"):
+        stage = FaceDetector(backend="onnxruntime", precision=precision, threads=threads)
+        runs[precision] = timed_run(stage, frames)
+    found = {p: r[0] for p, r in runs.items()}
+    for precision, (results, ms) in runs.items():
+        hits = total = kept = 0
+        for boxes, result in zip(truth, results, strict=False):
+            iou = box_iou(np.array(boxes, np.float32).reshape(-1, 4), result.boxes)
+            hits += int((iou.max(axis=1, initial=0) >= 0.5).sum())
+            total += len(boxes)
+            kept += int((iou.max(axis=0, initial=0) >= 0.5).sum())
+        detections = sum(len(r) for r in results)
+        speed = runs["fp32"][1] / ms
+        line = f"faces      {precision}  {ms:6.1f} ms/frame  {speed:5.2f}x  "
+        line += f"recall {hits / total:.3f}  precision {kept / max(detections, 1):.3f}"
+        if precision == "int8":
+            ious = [
+                box_iou(a.boxes, b.boxes).max(axis=1).mean()
+                for a, b in zip(found["fp32"], found["int8"], strict=True)
+                if len(a) and len(b)
+            ]
+            line += f"  box IoU vs fp32 {float(np.mean(ious)):.3f}"
+        print(line)
+
+
+def instances(threads: int) -> None:
+    from evaluation import mask_ap
+    from synthetic.generator import generate
+
+    sequences = [list(generate(seed, 15, 320, 320)) for seed in (9000, 9001, 9002)]
+    truth = [[(f.mask(s.id), s.category_id) for s in f.things()] for q in sequences for f in q]
+    fp32_ms = 0.0
+    for precision in ("fp32", "int8"):
+        stage = YolactEdgeDetector(weights=str(YOLACT), backend="onnxruntime",
+                                   precision=precision, threads=threads,
+                                   keyframe_interval=5, score_threshold=0.05)  # fmt: skip
+        predictions, times = [], []
+        for number, sequence in enumerate(sequences):
+            frames = [Frame(f.image, i, Fraction(1, 30), i, f"seq{number}")
+                      for i, f in enumerate(sequence)]  # fmt: skip
+            results, ms = timed_run(stage, frames)
+            times.append(ms)
+            for r in results:
+                found = zip(r.masks, r.class_ids, r.scores, strict=True)
+                predictions.append([(m, int(c) + 1, float(score)) for m, c, score in found])
+        ms = statistics.median(times)
+        fp32_ms = fp32_ms or ms
+        ap = mask_ap(truth, predictions)
+        print(f"instances  {precision}  {ms:6.1f} ms/frame  {fp32_ms / ms:5.2f}x  "
+              f"mask AP {ap.ap:.3f}  AP50 {ap.ap50:.3f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"onnxruntime on the CPU, {args.threads} threads; speed-up over fp32 in one process")
+    faces(args.threads)
+    instances(args.threads)
+    for family in ("vpsnet", "densepose", "translate"):
+        print(f"{family:10} int8: not available (one-line config error)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Result types: the runtime imports no offline code, and masks go out as COCO RLE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from pipeline.results import Detections, PanopticSegmentation, rle_json
+from tests.conftest import ROOT
+
+
+def test_the_runtime_imports_no_evaluation_code_and_no_pycocotools() -> None:
+    # A fresh interpreter: this test process has imported evaluation through other tests.
+    probe = (
+        "import pipeline.results, stages, run; import sys; "
+        "print(sorted(m for m in sys.modules if m.startswith(('evaluation', 'pycocotools'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_masks_are_written_as_coco_rle_that_pycocotools_reads_back() -> None:
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((6, 9), bool)
+    mask[1:4, 2:7] = True
+    encoded = rle_json(mask)
+    assert encoded["size"] == [6, 9] and isinstance(encoded["counts"], str)
+    json.dumps(encoded)  # JSON-ready as it is
+    decoded = mask_utils.decode({**encoded, "counts": encoded["counts"].encode("ascii")})
+    assert np.array_equal(decoded.astype(bool), mask)
+
+    detections = Detections([[2, 1, 7, 4]], [0.9], [0], masks=mask[None])
+    assert detections.to_json()["masks"] == [encoded]
+    segments = PanopticSegmentation(mask.astype(np.int32) * 3, {3: {"class": 1}})
+    assert segments.to_json()["rle"] == {"3": encoded}
