@@ -10,9 +10,12 @@ postprocessing), in one process, after a warm-up. Accuracy:
   (a true face found with IoU >= 0.5) and precision of each, and how far int8's boxes are from
   fp32's (mean IoU of matched faces);
 - instances (YolactEdge, demo weights) on the held-out synthetic scenes (seeds 9000-9002, never
-  trained or calibrated on; a keyframe every 5th frame): mask AP (COCOeval) of each.
+  trained or calibrated on; a keyframe every 5th frame): mask AP (COCOeval) of each;
+- translation (multistyle26, style 7, at 288 px, consistency off so the network alone is
+  compared) on the street clip's frames between the calibration ones: PSNR of int8's frames
+  against fp32's.
 
-VPSNet, DensePose and translation have no int8 path yet (a config error says so).
+VPSNet and DensePose have no int8 path yet (a config error says so).
 
     python bench/int8.py
 """
@@ -39,6 +42,7 @@ from stages.faces import FaceDetector  # noqa: E402
 from stages.instances import YolactEdgeDetector  # noqa: E402
 from stages.model_stage import ModelStage, bundled_frames  # noqa: E402
 from stages.tracking import box_iou  # noqa: E402
+from stages.translate import Translate  # noqa: E402
 
 YOLACT = ROOT / "models" / "yolact_edge" / "weights" / "synthetic_mobilenetv2.pth"
 
@@ -114,6 +118,29 @@ def instances(threads: int) -> None:
               f"mask AP {ap.ap:.3f}  AP50 {ap.ap50:.3f}")  # fmt: skip
 
 
+def translation(threads: int) -> None:
+    frames = [f for f in bundled_frames("pedestrians.mp4", every=25) if f.index % 50]
+    runs = {}
+    for precision in ("fp32", "int8"):
+        stage = Translate(backend="onnxruntime", precision=precision, threads=threads,
+                          size=288, consistency="off")  # fmt: skip
+        stage.name = "model"
+        stage.open()
+        outputs, times = [], []
+        for frame in frames:
+            copy = Frame(frame.image.copy(), frame.index, frame.time_base, frame.index, "s")
+            start = time.perf_counter()
+            outputs.append(stage.process(copy).image)  # type: ignore[union-attr]
+            times.append(time.perf_counter() - start)
+        runs[precision] = (outputs, statistics.median(times) * 1e3)
+    (fp32, fp32_ms), (int8, int8_ms) = runs["fp32"], runs["int8"]
+    mse = np.mean([np.mean((a.astype(float) - b) ** 2) for a, b in zip(fp32, int8, strict=True)])
+    psnr = 10 * np.log10(255**2 / max(mse, 1e-12))
+    print(f"translate  fp32  {fp32_ms:6.1f} ms/frame   1.00x")
+    print(f"translate  int8  {int8_ms:6.1f} ms/frame  {fp32_ms / int8_ms:5.2f}x  "
+          f"PSNR vs fp32 {psnr:.1f} dB over {len(frames)} frames")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
@@ -122,7 +149,8 @@ def main() -> None:
     print(f"onnxruntime on the CPU, {args.threads} threads; speed-up over fp32 in one process")
     faces(args.threads)
     instances(args.threads)
-    for family in ("vpsnet", "densepose", "translate"):
+    translation(args.threads)
+    for family in ("vpsnet", "densepose"):
         print(f"{family:10} int8: not available (one-line config error)")
 
 

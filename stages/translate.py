@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from models import translation
+from models.backends import Calibration
 from models.translation.consistency import FlowBlend
 from pipeline.config import register
 from pipeline.errors import ConfigError
@@ -25,7 +26,7 @@ from pipeline.frame import Frame
 from pipeline.results import Detections
 from pipeline.stage import References
 from stages.intermediate import intermediate
-from stages.model_stage import ModelStage, model_error
+from stages.model_stage import ModelStage, bundled_frames, model_error
 
 log = logging.getLogger("framegraph")
 
@@ -95,6 +96,7 @@ class Translate(ModelStage):
     references: ClassVar[References] = {"masks": (Detections,)}
     stateful = True
     family = "translation"
+    int8 = True
     steps = ("preprocess", "infer", "postprocess")
     stateful_steps = frozenset({"postprocess"})  # the consistency state of each source
 
@@ -159,7 +161,18 @@ class Translate(ModelStage):
         self.backend = self.open_backend(
             translation.TranslatorGraph(self.translator),
             translation.graph_spec(*self._example_size()),
+            calibration=self.calibration,
         )
+
+    def calibration(self) -> Calibration:
+        """int8's calibration inputs: every 50th frame of the bundled street clip at the
+        working size, as the network sees them (RGB in 0..1, padded)."""
+        inputs = []
+        for frame in bundled_frames("pedestrians.mp4", every=50):
+            work = np.ascontiguousarray(self.working_image(frame.image)[..., ::-1])
+            rgb = torch.from_numpy(work).permute(2, 0, 1)[None].float() / 255
+            inputs.append((self.translator.pad(rgb),))
+        return inputs
 
     def _example_size(self) -> tuple[int, int]:
         """(height, width) the backends are measured at: a 16:9 frame at the working size,

@@ -199,3 +199,14 @@ def test_batches_across_two_sources_give_the_batch_1_frames(photos, backend: str
         assert ours.results["style"] == expected.results["style"]  # consistency state per source
         # one call over a batch sums in another order: a pixel may round to the next level
         assert np.abs(ours.image.astype(int) - expected.image).max() <= 1, key
+
+
+def test_int8_translation_stays_close_to_fp32(photos, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    fp32, int8 = (make(backend="onnxruntime", precision=p, consistency="off", size=96)
+                  for p in ("fp32", "int8"))  # fmt: skip
+    assert len(list(tmp_path.rglob("int8-*.onnx"))) == 1  # quantized once, cached
+    for index, photo in enumerate(photos):
+        a, b = (s.process(frame(photo, index)).image.astype(float) for s in (fp32, int8))
+        psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))
+        assert 25 < psnr < 80, psnr  # quantized (not fp32's graph again), and close to it
