@@ -7,8 +7,9 @@ over the same frames. Speed is the stage's median time per frame (preprocessing,
 postprocessing), in one process, after a warm-up. Accuracy:
 
 - faces (RetinaFace MobileNet0.25) on the bundled clip, whose faces are known exactly: recall
-  (a true face found with IoU >= 0.5) and precision of each, and how far int8's boxes are from
-  fp32's (mean IoU of matched faces);
+  (a true face found with IoU >= 0.5) and precision of each, the faces left under 95% hidden
+  after the ``anonymize`` stage, and how far int8's boxes are from fp32's (mean IoU of
+  matched faces);
 - instances (YolactEdge, demo weights) on the held-out synthetic scenes (seeds 9000-9002, never
   trained or calibrated on; a keyframe every 5th frame): mask AP (COCOeval) of each;
 - translation (multistyle26, style 7, at 288 px, consistency off so the network alone is
@@ -41,6 +42,7 @@ from pipeline.results import Detections  # noqa: E402
 from stages.faces import FaceDetector  # noqa: E402
 from stages.instances import YolactEdgeDetector  # noqa: E402
 from stages.model_stage import ModelStage, bundled_frames  # noqa: E402
+from stages.render.anonymize import Anonymize, face_coverage  # noqa: E402
 from stages.tracking import box_iou  # noqa: E402
 from stages.translate import Translate  # noqa: E402
 
@@ -62,6 +64,21 @@ def timed_run(stage: ModelStage, frames: list[Frame]) -> tuple[list[Detections],
     return results, statistics.median(times) * 1e3
 
 
+def leaks(frames: list[Frame], results: list[Detections], truth: list) -> int:
+    """True faces under 95% hidden after the ``anonymize`` stage (with its memory) ran on
+    these detections."""
+    hide = Anonymize(detections="model")
+    hide.name = "hide"
+    leaked = 0
+    for frame, result, boxes in zip(frames, results, truth, strict=False):
+        copy = Frame(frame.image.copy(), frame.index, frame.time_base, frame.index, "leaks")
+        copy.results["model"] = result
+        hidden = hide.process(copy).results["hide"]
+        covered = face_coverage(frame.image.shape[:2], hidden.boxes, np.array(boxes))
+        leaked += int((covered < 0.95).sum())
+    return leaked
+
+
 def faces(threads: int) -> None:
     truth = json.loads((ROOT / "media" / "faces_truth.json").read_text())["faces"]
     frames = bundled_frames("faces.mp4")
@@ -81,6 +98,7 @@ def faces(threads: int) -> None:
         speed = runs["fp32"][1] / ms
         line = f"faces      {precision}  {ms:6.1f} ms/frame  {speed:5.2f}x  "
         line += f"recall {hits / total:.3f}  precision {kept / max(detections, 1):.3f}"
+        line += f"  leaked {leaks(frames, results, truth)}/{total}"
         if precision == "int8":
             ious = [
                 box_iou(a.boxes, b.boxes).max(axis=1).mean()
