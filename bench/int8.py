@@ -12,11 +12,14 @@ postprocessing), in one process, after a warm-up. Accuracy:
   matched faces);
 - instances (YolactEdge, demo weights) on the held-out synthetic scenes (seeds 9000-9002, never
   trained or calibrated on; a keyframe every 5th frame): mask AP (COCOeval) of each;
+- people (DensePose, demo weights) on the first 5 frames of each held-out sequence the trainer
+  evaluates (seeds 9000-9002): body part IoU of each (``evaluation.densepose_scores``),
+  people kept at score >= 0.5;
 - translation (multistyle26, style 7, at 288 px, consistency off so the network alone is
   compared) on the street clip's frames between the calibration ones: PSNR of int8's frames
   against fp32's.
 
-VPSNet and DensePose have no int8 path yet (a config error says so).
+VPSNet has no int8 path yet (a config error says so).
 
     python bench/int8.py
 """
@@ -136,6 +139,28 @@ def instances(threads: int) -> None:
               f"mask AP {ap.ap:.3f}  AP50 {ap.ap50:.3f}")  # fmt: skip
 
 
+def people(threads: int) -> None:
+    from evaluation import densepose_scores
+    from stages.densepose import DensePoseDetector
+    from synthetic.generator import generate
+
+    weights = ROOT / "models" / "densepose" / "weights" / "synthetic_mobilenetv2.pth"
+    length = json.loads(weights.with_suffix(".json").read_text())["eval_frames"]
+    scenes = [f for seed in (9000, 9001, 9002)
+              for f in list(generate(seed, length, 320, 320))[:5]]  # fmt: skip
+    frames = [Frame(f.image, i, Fraction(1, 30), i, "people") for i, f in enumerate(scenes)]
+    fp32_ms = 0.0
+    for precision in ("fp32", "int8"):
+        stage = DensePoseDetector(weights=str(weights), backend="onnxruntime",
+                                  precision=precision, threads=threads, min_score=0.5)  # fmt: skip
+        results, ms = timed_run(stage, frames)
+        fp32_ms = fp32_ms or ms
+        pasted = [r.to_iuv_image(320, 320) for r in results]
+        scores = densepose_scores([f.iuv for f in scenes], pasted)
+        print(f"people     {precision}  {ms:6.1f} ms/frame  {fp32_ms / ms:5.2f}x  "
+              f"part IoU {scores.part_iou:.3f} over {len(frames)} frames")  # fmt: skip
+
+
 def translation(threads: int) -> None:
     frames = [f for f in bundled_frames("pedestrians.mp4", every=25) if f.index % 50]
     runs = {}
@@ -167,8 +192,9 @@ def main() -> None:
     print(f"onnxruntime on the CPU, {args.threads} threads; speed-up over fp32 in one process")
     faces(args.threads)
     instances(args.threads)
+    people(args.threads)
     translation(args.threads)
-    for family in ("vpsnet", "densepose"):
+    for family in ("vpsnet",):
         print(f"{family:10} int8: not available (one-line config error)")
 
 

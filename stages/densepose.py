@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from models import densepose
+from models.backends import Calibration
 from models.flow import backward_flow
 from pipeline.config import register
 from pipeline.errors import ConfigError
@@ -64,6 +65,7 @@ class DensePoseDetector(ModelStage):
     produces = (DensePoseResult,)
     stateful = True
     family = "densepose"
+    int8 = True
 
     def __init__(
         self,
@@ -113,7 +115,18 @@ class DensePoseDetector(ModelStage):
         graph = densepose.DenseGraph(copy.deepcopy(self.model) if half else self.model)
         height = self.size + -self.size % 32
         width = round(self.size * 16 / 9)
-        self.backend = self.open_backend(graph, densepose.graph_spec(height, width + -width % 32))
+        self.backend = self.open_backend(graph, densepose.graph_spec(height, width + -width % 32),
+                                         calibration=self.calibration)  # fmt: skip
+
+    def calibration(self) -> Calibration:
+        """int8's calibration inputs: 8 frames of a synthetic training sequence (seed 1000;
+        the held-out scenes start at 9000), prepared at the working size."""
+        from synthetic.generator import generate
+
+        return [
+            (densepose.to_input([f.image], self.size, self.max_size, "cpu")[0],)
+            for f in generate(1000, 8, 320, 320)
+        ]
 
     def on_gap(self, source_id: str, missing: int) -> None:
         self._carried.pop(source_id, None)  # the flow cannot bridge lost frames

@@ -140,3 +140,22 @@ def test_onnxruntime_runs_the_whole_image_part_with_the_same_people(
 def test_half_precision_needs_cuda() -> None:
     with pytest.raises(ConfigError, match="precision fp16 needs a CUDA device"):
         DensePoseDetector(weights="random", precision="fp16").open()
+
+
+def test_int8_finds_the_people_fp32_finds(tmp_path, monkeypatch) -> None:
+    from stages.tracking import box_iou
+    from synthetic.generator import generate
+
+    monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))
+    weights = "models/densepose/weights/synthetic_mobilenetv2.pth"
+    stages = [DensePoseDetector(weights=weights, backend="onnxruntime", precision=p, threads=2,
+                                min_score=0.5) for p in ("fp32", "int8")]  # fmt: skip
+    for stage in stages:
+        stage.name = "people"
+        stage.open()
+    assert len(list(tmp_path.rglob("int8-*.onnx"))) == 1  # quantized once, cached
+    for index, scene in enumerate(list(generate(9000, 30, 320, 320))[:2]):
+        fp32, int8 = (s.process(frame(scene.image, index)).results["people"] for s in stages)
+        assert len(fp32.boxes) >= 1
+        found = int((box_iou(fp32.boxes, int8.boxes).max(axis=1, initial=0) > 0.8).sum())
+        assert found >= len(fp32.boxes) - 1  # every person, but for one near the score cut
