@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -52,7 +53,25 @@ def create_backend(
         else:
             path = cached_onnx(model, spec, family)
         return OnnxRuntimeBackend(path, device, options.threads)
-    return TensorRTBackend(cached_onnx(model, spec, family), spec, device, precision)
+    engine_spec = at_batch(spec, options.batch)
+    return TensorRTBackend(cached_onnx(model, spec, family), engine_spec, device, precision)
+
+
+def at_batch(spec: GraphSpec, batch: int) -> GraphSpec:
+    """``spec`` whose example (and, where smaller, largest) shapes take ``batch`` on every
+    input with a dynamic batch axis: what ``auto`` measures and a TensorRT engine must accept
+    when a stage batches."""
+    if batch <= 1:
+        return spec
+    batched = [0 in spec.dynamic.get(name, {}) for name in spec.inputs]
+    example = tuple((batch, *shape[1:]) if b else shape
+                    for shape, b in zip(spec.example, batched, strict=True))  # fmt: skip
+    highs = spec.max_shapes or spec.example
+    max_shapes = tuple((max(batch, shape[0]), *shape[1:]) if b else shape
+                       for shape, b in zip(highs, batched, strict=True))  # fmt: skip
+    # a batch may come out short (what was queued): the smallest shapes stay at batch 1
+    min_shapes = spec.min_shapes or spec.example
+    return dataclasses.replace(spec, example=example, min_shapes=min_shapes, max_shapes=max_shapes)
 
 
 def require_backend(kind: str, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
@@ -104,7 +123,8 @@ def create_fastest_backend(
     """Builds each of ``kinds`` that can run here and keeps the fastest on the spec's example.
 
     Kinds that are unavailable, do not support ``options.precision`` or fail to export /
-    build are left out. ``clock`` is as for :func:`fastest`; the other arguments are as for
+    build are left out. They are measured at ``options.batch`` where the graph's batch axis
+    is dynamic. ``clock`` is as for :func:`fastest`; the other arguments are as for
     :func:`create_backend` (each candidate runs with ``options``, its ``backend`` replaced).
 
     Returns:
@@ -122,7 +142,7 @@ def create_fastest_backend(
             reasons.append(f"{kind}: {error}")
     if not candidates:
         raise BackendUnavailable("no backend can run here (" + "; ".join(reasons) + ")")
-    example = [torch.zeros(shape) for shape in spec.example]
+    example = [torch.zeros(shape) for shape in at_batch(spec, options.batch).example]
     return fastest(candidates, example, clock=clock)
 
 

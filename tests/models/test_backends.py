@@ -417,3 +417,27 @@ def test_int8_runs_on_onnxruntime_on_the_cpu_only() -> None:
         require_backend("tensorrt", "cuda", "int8")
     with pytest.raises(BackendError, match="int8 needs calibration inputs"):
         create_backend(model, spec, "toy", RunOptions(backend="onnxruntime", precision="int8"))
+
+
+def test_a_batching_stage_measures_and_builds_engines_at_its_batch(monkeypatch) -> None:
+    from models.backends import select
+
+    spec = retinaface.graph_spec()  # dynamic batch, engines 1..8
+    assert select.at_batch(spec, 1) is spec
+    wide = select.at_batch(spec, 16)
+    profile = wide.profile()["input"]
+    assert profile == ((1, 3, 64, 64), (16, 3, 480, 640), (16, 3, 1088, 1920))
+    fixed = GraphSpec(inputs=("x",), outputs=("y",), example=((1, 3, 8, 8),))
+    assert select.at_batch(fixed, 4).example == ((1, 3, 8, 8),)  # no batch axis: unchanged
+    built = {}
+
+    class Engine:  # stands in for TensorRT: records the spec it was built for
+        def __init__(self, onnx, spec, device, precision) -> None:
+            built["spec"] = spec
+
+    monkeypatch.setattr(select, "TensorRTBackend", Engine)
+    monkeypatch.setattr(select, "require_backend", lambda *args: None)
+    monkeypatch.setattr(select, "cached_onnx", lambda *args: "model.onnx")
+    options = RunOptions(backend="tensorrt", device="cuda", batch=16)
+    select.create_backend(nn.Conv2d(3, 4, 3), spec, "retinaface", options)
+    assert built["spec"].profile()["input"][2][0] == 16  # the engine takes the stage's batch
