@@ -127,16 +127,13 @@ class FaceDetector(ModelStage):
     def infer_batch(self, frames: list[Frame]) -> list[Frame]:
         """``infer`` on several frames: one network call per input size among them."""
         inputs = [intermediate(f, self.name, FaceBatch, self.name) for f in frames]
-        by_size: dict[tuple[int, ...], list[int]] = {}
-        for i, prepared in enumerate(inputs):
-            by_size.setdefault(tuple(prepared.tensor.shape), []).append(i)
-        for size, members in by_size.items():
+        for members in self.alike([tuple(prepared.tensor.shape) for prepared in inputs]):
             x = torch.cat([inputs[i].tensor for i in members])
             loc, conf, landmarks = self.backend(x)  # type: ignore[misc]
             for row, i in enumerate(members):
                 frames[i].results[self.name] = FaceRaw(
                     loc[row : row + 1].float(), conf[row : row + 1].float(),
-                    landmarks[row : row + 1].float(), size[-2:], inputs[i].factors,
+                    landmarks[row : row + 1].float(), tuple(x.shape[-2:]), inputs[i].factors,
                 )  # fmt: skip
         return frames
 

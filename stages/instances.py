@@ -13,6 +13,7 @@ keyframe.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from dataclasses import dataclass
@@ -166,12 +167,13 @@ class YolactEdgeDetector(ModelStage):
         self.video = model.config.video and (self.interval > 1 or self.adaptive)
         key_spec, non_key_spec = graph_specs(self.size, video=model.config.video)
         key_graph = KeyframeGraph(model)
+        frames = functools.cache(self._calibration_inputs)  # rendered once for both graphs
         self.key_backend = self.open_backend(
-            key_graph, key_spec, calibration=lambda: [(x,) for x in self._calibration_inputs()]
+            key_graph, key_spec, calibration=lambda: [(x,) for x in frames()]
         )
         self.non_key_backend = (
             self.open_backend(NonKeyframeGraph(model), non_key_spec,
-                              calibration=lambda: self._warp_calibration(key_graph))
+                              calibration=lambda: self._warp_calibration(key_graph, frames()))
             if self.video
             else None
         )  # fmt: skip
@@ -187,9 +189,10 @@ class YolactEdgeDetector(ModelStage):
         ]
 
     @torch.inference_mode()
-    def _warp_calibration(self, key_graph: torch.nn.Module) -> list[tuple[torch.Tensor, ...]]:
+    def _warp_calibration(
+        self, key_graph: torch.nn.Module, xs: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, ...]]:
         """Each calibration frame with the keyframe state of the frame before it (fp32 torch)."""
-        xs = self._calibration_inputs()
         return [(x, *key_graph(previous)[4:]) for previous, x in itertools.pairwise(xs)]
 
     def on_gap(self, source_id: str, missing: int) -> None:
@@ -231,7 +234,8 @@ class YolactEdgeDetector(ModelStage):
         return frames
 
     def _infer_round(self, frames: list[Frame]) -> None:
-        inputs = [intermediate(f, self.name, YolactInput, self.name).tensor for f in frames]
+        prepared = [intermediate(f, self.name, YolactInput, self.name) for f in frames]
+        inputs = [p.tensor for p in prepared]
         states = [self.states.setdefault(f.source_id, _SourceState()) for f in frames]
         thumbnails = [F.adaptive_avg_pool2d(x, 16) for x in inputs]
         keyframe = [
@@ -265,9 +269,8 @@ class YolactEdgeDetector(ModelStage):
                 self.counts["warped"] += 1
             state.last_index = frame.index
             loc, conf, coeffs, proto = out[:4]
-            size = intermediate(frame, self.name, YolactInput, self.name).frame_size
             frame.results[self.name] = YolactRaw(
-                loc, conf, coeffs, proto, inputs[i].shape[-1], size,
+                loc, conf, coeffs, proto, inputs[i].shape[-1], prepared[i].frame_size,
                 self.model.config.class_names, keyframe[i],
             )  # fmt: skip
 

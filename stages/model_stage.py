@@ -10,7 +10,7 @@ passes whole to the backend layer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,6 +122,15 @@ class ModelStage(Stage):
         """The family runs several frames in one network call (it has ``infer_batch``)."""
         return type(self).infer_batch is not ModelStage.infer_batch
 
+    @staticmethod
+    def alike(keys: Sequence[Hashable]) -> list[list[int]]:
+        """The positions of equal keys (e.g. input shapes), grouped in first-seen order: the
+        frames of a batch that one network call can take together."""
+        groups: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
     def infer_batch(self, frames: list[Frame]) -> list[Frame | None]:
         """``infer`` on several frames (any sources, each source's in order) with one network
         call where their shapes allow; a family that batches overrides this."""
@@ -213,19 +222,16 @@ class ModelStage(Stage):
         return backend
 
     def parts(self) -> list[Part]:
-        batch = self.options.batch
-        parts = [
+        batched = self.options.batch > 1
+        last = len(self.steps) - 1
+        return [
             Part(step, getattr(self, step), stateful=step in self.stateful_steps,
-                 owner=self if step == "infer" else None)
-            if step != "infer"
-            else Part(step, self.infer, stateful="infer" in self.stateful_steps, owner=self,
-                      batch_step=self.infer_batch if batch > 1 else None, batch_size=batch,
-                      batch_wait=self.options.batch_timeout_ms / 1e3)
-            for step in self.steps
+                 produces=self.produces if i == last else (),
+                 owner=self if step == "infer" else None,
+                 batch_step=self.infer_batch if step == "infer" and batched else None,
+                 batch_size=self.options.batch, batch_wait=self.options.batch_timeout_ms / 1e3)
+            for i, step in enumerate(self.steps)
         ]  # fmt: skip
-        if parts:
-            parts[-1].produces = self.produces  # type: ignore[misc]
-        return parts
 
     def process(self, frame: Frame) -> Frame | None:
         """The steps one after the other (how tests and callers outside a graph run it)."""

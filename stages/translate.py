@@ -239,13 +239,10 @@ class Translate(ModelStage):
     def infer_batch(self, frames: list[Frame]) -> list[Frame]:
         """``infer`` on several frames: one network call per working size among them."""
         works = [intermediate(f, self.name, _Work, self.name) for f in frames]
-        by_size: dict[tuple[int, ...], list[_Work]] = {}
-        for work in works:
-            by_size.setdefault(work.image.shape, []).append(work)
-        for group in by_size.values():
-            for work, translated in zip(group, self._translate([w.image for w in group]),
-                                        strict=True):  # fmt: skip
-                work.translated = translated
+        for members in self.alike([work.image.shape for work in works]):
+            translated = self._translate([works[i].image for i in members])
+            for i, image in zip(members, translated, strict=True):
+                works[i].translated = image
         return frames
 
     def region_weight(self, frame: Frame) -> np.ndarray | None:
