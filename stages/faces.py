@@ -7,7 +7,6 @@ of their own, so they overlap: ``pre`` (resize, mean subtraction, to tensor / de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +14,9 @@ import torch
 
 from models import retinaface
 from models.backends import Backend, Calibration
+from models.bundle import ModelBundle
 from pipeline.config import register
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ConfigError
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from stages.intermediate import intermediate
@@ -88,20 +88,16 @@ class FaceDetector(ModelStage):
         self.nms_threshold = nms_threshold
         self.keep_top_k = keep_top_k
         self.backend: Backend | None = None
+        self.model: ModelBundle | None = None
 
     def open(self) -> None:
         self.check_options()
         try:
-            if self.weights is None:
-                model = retinaface.pretrained(self.variant)
-            else:
-                if not Path(self.weights).is_file():
-                    raise ModelError(f"weights file not found: {self.weights}")
-                model = retinaface.load_weights(retinaface.build_model(self.variant), self.weights)
-        except (retinaface.TinyRetinaFaceMissingError, ValueError) as error:
+            self.model = retinaface.load(self.weights, self.variant)
+        except (retinaface.TinyRetinaFaceMissingError, OSError, ValueError) as error:
             raise model_error(self.kind, error) from None
-        self.backend = self.open_backend(model, retinaface.graph_spec(),
-                                         calibration=self.calibration)  # fmt: skip
+        net = self.model.graphs(480, 640)["net"]
+        self.backend = self.open_backend(net.module, net.spec, calibration=self.calibration)
 
     def calibration(self) -> Calibration:
         """int8's calibration inputs: every 25th frame of the bundled face clip, prepared as
@@ -111,12 +107,7 @@ class FaceDetector(ModelStage):
 
     def preprocess(self, frame: Frame) -> Frame:
         """BGR frame -> ``FaceBatch`` (BGR minus 104/117/123, on the device)."""
-        image = frame.image
-        factors = (1.0, 1.0)
-        if self.scale != 1.0:
-            image, fx, fy = retinaface.resize(image, self.scale)
-            factors = (fx, fy)
-        tensor = retinaface.to_tensor(image, self.device)
+        tensor, factors = self.model.preprocess(frame.image, self.device, self.scale)
         frame.results[self.name] = FaceBatch(tensor, factors)
         return frame
 
@@ -140,7 +131,7 @@ class FaceDetector(ModelStage):
     def postprocess(self, frame: Frame) -> Frame:
         """``FaceRaw`` -> ``Detections``: decode, threshold, NMS, back to frame pixels."""
         raw = intermediate(frame, self.name, FaceRaw, self.name)
-        found = retinaface.postprocess(
+        found = self.model.postprocess(
             raw.loc, raw.conf, raw.landmarks, raw.input_size,
             conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold,
             keep_top_k=self.keep_top_k,

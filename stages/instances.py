@@ -23,14 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from models import yolact_edge
-from models.yolact_edge.export import KeyframeGraph, NonKeyframeGraph, graph_specs
 from pipeline.config import register
 from pipeline.errors import ConfigError
 from pipeline.frame import Frame
 from pipeline.results import Detections
 from stages.intermediate import intermediate
 from stages.model_stage import ModelStage, model_error
-from stages.model_weights import sidecar_variant
 from stages.tracking import IoUTracker
 
 log = logging.getLogger("framegraph")
@@ -144,39 +142,29 @@ class YolactEdgeDetector(ModelStage):
 
     def open(self) -> None:
         self.check_options()
-        self.variant, meta = sidecar_variant(
-            "yolact_edge",
-            "YolactEdge",
-            self.weights,
-            self.variant,
-            "yolact_edge_vid_mobilenetv2",
-            yolact_edge.VARIANTS,
-        )
-        self.class_names = self.class_names or tuple(meta.get("class_names", ())) or None
-        self.size = self.size or meta.get("input_size", yolact_edge.MAX_SIZE)
-        model = yolact_edge.build_model(self.variant, self.class_names)
+        try:
+            bundle = yolact_edge.load(self.weights, self.variant, self.class_names, self.size)
+        except (OSError, ValueError) as error:
+            raise model_error(self.kind, error) from None
         if self.weights == "random":
             log.warning("yolact_edge: random weights: detections are meaningless (timing only)")
-        else:
-            try:
-                yolact_edge.load_weights(model, self.weights)
-            except (OSError, ValueError) as error:
-                raise model_error(self.kind, error) from None
-        model.eval()
-        self.model = model
-        self.video = model.config.video and (self.interval > 1 or self.adaptive)
-        key_spec, non_key_spec = graph_specs(self.size, video=model.config.video)
-        key_graph = KeyframeGraph(model)
+        self.bundle, self.model = bundle, bundle.module
+        self.variant, self.size = bundle.meta.variant, bundle.meta.input_size
+        self.class_names = bundle.meta.class_names
+        self.video = self.model.config.video and (self.interval > 1 or self.adaptive)
+        graphs = bundle.graphs(self.size, self.size)
+        key_graph = graphs["keyframe"]
         frames = functools.cache(self._calibration_inputs)  # rendered once for both graphs
         self.key_backend = self.open_backend(
-            key_graph, key_spec, calibration=lambda: [(x,) for x in frames()]
+            key_graph.module, key_graph.spec, calibration=lambda: [(x,) for x in frames()]
         )
-        self.non_key_backend = (
-            self.open_backend(NonKeyframeGraph(model), non_key_spec,
-                              calibration=lambda: self._warp_calibration(key_graph, frames()))
-            if self.video
-            else None
-        )  # fmt: skip
+        self.non_key_backend = None
+        if self.video:
+            non_key = graphs["non_keyframe"]
+            self.non_key_backend = self.open_backend(
+                non_key.module, non_key.spec,
+                calibration=lambda: self._warp_calibration(key_graph.module, frames()),
+            )  # fmt: skip
 
     def _calibration_inputs(self) -> list[torch.Tensor]:
         """int8's calibration frames: 8 frames of a synthetic training sequence (seed 1000;
@@ -184,7 +172,7 @@ class YolactEdgeDetector(ModelStage):
         from synthetic.generator import generate
 
         return [
-            yolact_edge.to_input(f.image, self.size, "cpu")  # type: ignore[arg-type]
+            self.bundle.preprocess(f.image, "cpu")
             for f in generate(1000, 8, self.size, self.size)  # type: ignore[arg-type]
         ]
 
@@ -207,7 +195,7 @@ class YolactEdgeDetector(ModelStage):
 
     def preprocess(self, frame: Frame) -> Frame:
         """BGR frame -> ``YolactInput`` (``size`` square, normalised, RGB, on the device)."""
-        tensor = yolact_edge.to_input(frame.image, self.size, self.device)  # type: ignore[arg-type]
+        tensor = self.bundle.preprocess(frame.image, self.device)
         frame.results[self.name] = YolactInput(tensor, frame.image.shape[:2])
         return frame
 
@@ -280,26 +268,18 @@ class YolactEdgeDetector(ModelStage):
     def postprocess(self, frame: Frame) -> Frame:
         """``YolactRaw`` -> ``Detections``: Fast NMS, masks at frame size, track ids."""
         raw = intermediate(frame, self.name, YolactRaw, self.name)
-        prior = yolact_edge.priors(raw.input_size, raw.input_size, raw.loc.device)
-        (found,) = yolact_edge.detect(
-            raw.loc, raw.conf, raw.coeffs, prior, nms_threshold=self.nms_threshold,
-            max_detections=self.max_detections,
+        found = yolact_edge.frame_instances(  # the bundle's postprocess, needing no model
+            raw.loc, raw.conf, raw.coeffs, raw.proto, raw.input_size, raw.frame_size,
+            score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
+            max_detections=self.max_detections, with_masks=self.masks,
         )  # fmt: skip
-        keep = found.scores >= self.score_threshold
-        found = found.select(keep)
-        height, width = raw.frame_size
-        boxes = yolact_edge.boxes_in_pixels(found.boxes, height, width).cpu().numpy()
-        scores, classes = found.scores.cpu().numpy(), found.classes.cpu().numpy()
-        masks = (
-            yolact_edge.masks(raw.proto[0], found, height, width).cpu().numpy()
-            if self.masks
-            else None
-        )
+        boxes, scores, classes = found.boxes, found.scores, found.classes
         track_ids = None
         if self.track:
             tracker = self.trackers.setdefault(frame.source_id, IoUTracker())
             track_ids = tracker.update(boxes, classes, scores)
         frame.results[self.name] = Detections(
-            boxes, scores, classes, track_ids=track_ids, masks=masks, class_names=raw.class_names
+            boxes, scores, classes, track_ids=track_ids, masks=found.masks,
+            class_names=raw.class_names,
         )
         return frame

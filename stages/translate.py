@@ -148,9 +148,7 @@ class Translate(ModelStage):
         self.check_options()
         options = {k: v for k, v in self.generator_options.items() if v is not None}
         try:
-            self.translator = translation.load_translator(
-                self.network, self.weights, self.style, **options
-            )
+            self.model = translation.load(self.weights, self.network, self.style, **options)
             self.blind_net = (
                 translation.load_blind_consistency(self.consistency_weights).to(self.device)
                 if self.consistency == "blind"
@@ -158,21 +156,15 @@ class Translate(ModelStage):
             )
         except (OSError, ValueError) as error:
             raise model_error(self.kind, error) from None
-        self.backend = self.open_backend(
-            translation.TranslatorGraph(self.translator),
-            translation.graph_spec(*self._example_size()),
-            calibration=self.calibration,
-        )
+        self.translator = self.model.module
+        net = self.model.graphs(*self._example_size())["net"]
+        self.backend = self.open_backend(net.module, net.spec, calibration=self.calibration)
 
     def calibration(self) -> Calibration:
         """int8's calibration inputs: every 50th frame of the bundled street clip at the
         working size, as the network sees them (RGB in 0..1, padded)."""
-        inputs = []
-        for frame in bundled_frames("pedestrians.mp4", every=50):
-            work = np.ascontiguousarray(self.working_image(frame.image)[..., ::-1])
-            rgb = torch.from_numpy(work).permute(2, 0, 1)[None].float() / 255
-            inputs.append((self.translator.pad(rgb),))
-        return inputs
+        frames = bundled_frames("pedestrians.mp4", every=50)
+        return [(self.model.preprocess([self.working_image(f.image)]),) for f in frames]
 
     def _example_size(self) -> tuple[int, int]:
         """(height, width) the backends are measured at: a 16:9 frame at the working size,
@@ -220,12 +212,8 @@ class Translate(ModelStage):
     @torch.inference_mode()
     def _translate(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Same-size BGR uint8 images -> their translations, in one network call."""
-        rgb = np.stack([im[..., ::-1] for im in images])
-        x = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float() / 255
-        (y,) = self.backend(self.translator.pad(x))
-        height, width = images[0].shape[:2]
-        y = y[:, :, :height, :width].permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy()
-        return [np.ascontiguousarray(out[..., ::-1]) for out in y]
+        (y,) = self.backend(self.model.preprocess(images, self.device))
+        return self.model.postprocess(y, images[0].shape[:2])
 
     def preprocess(self, frame: Frame) -> Frame:
         """The frame at the working size, for the network."""

@@ -158,21 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     args, rng = parse_trainer_arguments(parser, argv)
     start = time.perf_counter()
 
-    model = densepose.build_model(VARIANT)
     train_seeds = [1000 + i for i in range(args.train_sequences)]
     eval_seeds = [9000 + i for i in range(args.eval_sequences)]  # never trained on
     if args.evaluate is not None:
-        densepose.load_weights(model, args.evaluate)
-        sidecar = args.evaluate.with_suffix(".json")
-        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {"variant": VARIANT}
+        dense = densepose.load(args.evaluate, VARIANT)
+        model, meta = dense.module, dense.meta.sidecar or {"variant": VARIANT}
         size = meta.get("input_size", args.size)
         held_out = render(eval_seeds, args.eval_frames, size)
         scores = evaluate(model, held_out, size)
         print(table(scores))
         meta |= {"eval_seeds": eval_seeds, "eval_frames": args.eval_frames, **scores}
-        sidecar.write_text(json.dumps(meta, indent=1) + "\n")
+        args.evaluate.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
         return 0
 
+    model = densepose.build_model(VARIANT)
     if args.init is not None:
         densepose.load_weights(model, args.init)
     else:

@@ -231,19 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.width % 32 or args.height % 32:
         parser.error("--width and --height must be multiples of 32 (no padding)")
     start = time.perf_counter()
-    model = vpsnet.build_model(VARIANT)
     train_seeds = [1000 + i for i in range(args.train_sequences)]
     eval_seeds = [9000 + i for i in range(args.eval_sequences)]  # never trained on
     if args.evaluate is not None:
-        vpsnet.load_weights(model, args.evaluate)
+        panoptic = vpsnet.load(args.evaluate, VARIANT)
+        model = panoptic.module
         held_out = render(eval_seeds, args.eval_frames, args.width, args.height)
         scores = evaluate(model, held_out)
         print(table(scores))
-        sidecar = args.evaluate.with_suffix(".json")
-        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {"variant": VARIANT}
+        meta = panoptic.meta.sidecar or {"variant": VARIANT}
         meta |= {"eval_seeds": eval_seeds, "eval_frames": args.eval_frames, "scores": scores}
-        sidecar.write_text(json.dumps(meta, indent=1) + "\n")
+        args.evaluate.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
         return 0
+    model = vpsnet.build_model(VARIANT)
     if args.init is not None:
         vpsnet.load_weights(model, args.init)
     else:

@@ -221,17 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
 
-    model = yolact_edge.build_model(VARIANT, THINGS)
     train_seeds = [1000 + i for i in range(args.train_sequences)]
     eval_seeds = [9000 + i for i in range(args.eval_sequences)]  # never trained on
     if args.evaluate is not None:
-        yolact_edge.load_weights(model, args.evaluate)
-        meta = yolact_edge.weights_meta(args.evaluate)
+        instances = yolact_edge.load(args.evaluate, VARIANT, THINGS)
+        model, meta = instances.module, dict(instances.meta.sidecar)
         held_out = render(eval_seeds, args.frames, meta.get("input_size", args.size))
         meta |= ap_fields(model, held_out, meta.get("input_size", args.size))
         args.evaluate.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
         print(json.dumps(meta, indent=1))
         return 0
+    model = yolact_edge.build_model(VARIANT, THINGS)
     imagenet_backbone(model)
     sequences = render(train_seeds, args.frames, args.size)
     image_losses = train(

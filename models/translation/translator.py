@@ -101,7 +101,8 @@ def load_translator(
             vintagify), or an official layout (``transformer_net``, ``resnet_9blocks``,
             ``resnet_6blocks``, ``unet_128``, ``unet_256``) with ``weights`` = the user's
             checkpoint (e.g. pytorch/examples ``candy.pth``, junyanz ``latest_net_G.pth``).
-        weights: checkpoint path, where the network needs one.
+        weights: checkpoint path, where the network needs one (``random``: an official
+            layout with random weights, for timing and tests).
         style: multistyle26 style index or mix.
         **options: junyanz generator options for ``build_model`` (``norm``, ``use_dropout``).
 
@@ -120,7 +121,9 @@ def load_translator(
         raise ValueError(f"network must be one of {list(NETWORKS)}, got {network!r}")
     if weights is None:
         raise ValueError(f"{network} needs weights (the checkpoint file of that layout)")
-    model = load_weights(build_model(network, **options), weights)
+    model = build_model(network, **options)
+    if weights != "random":  # random: the layout alone (timing and tests)
+        load_weights(model, weights)
     if network == "transformer_net":
         return Translator(model, "byte", 4)
     # unet_N halves the size log2(N) times and needs a multiple of N; resnets halve twice.

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from .bundle import load
 from .config import VARIANTS, VPSNetConfig
 from .export import FirstFrameGraph, NextFrameGraph, graph_specs, raw_outputs
 from .flownet2 import FlowNet2, flownet2_flow
@@ -53,6 +54,7 @@ __all__ = [
     "denormalise",
     "flownet2_flow",
     "graph_specs",
+    "load",
     "load_flownet2",
     "load_weights",
     "normalise",

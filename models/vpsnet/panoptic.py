@@ -239,3 +239,36 @@ def segment_ids(
     ids[classes == VOID] = 0
     ids = ids.astype(np.int32)
     return ids, {int(k): int(k) // 1000 for k in np.unique(ids) if k}
+
+
+def frame_segments(
+    maps: PanopticMaps, category_ids: list[int], num_stuff: int, size: tuple[int, int]
+) -> tuple[np.ndarray, dict[int, dict]]:
+    """The maps (network resolution) as segments of a frame of ``size`` (height, width).
+
+    Args:
+        maps: one frame's panoptic maps.
+        category_ids: the category id of each semantic class (stuff first, then things).
+        num_stuff: how many of them are stuff.
+        size: the frame's (height, width); the segment map is resized to it (nearest).
+
+    Returns:
+        ``(int32 [H, W] segment ids (see :func:`segment_ids`), {segment id: {"class":
+        category id, "is_thing", "track_id" (None for stuff), "area": pixels}})``, void (0)
+        left out.
+    """
+    segment_map, categories = segment_ids(maps, category_ids, num_stuff)
+    height, width = size
+    if segment_map.shape != (height, width):
+        segment_map = cv2.resize(segment_map, (width, height), interpolation=cv2.INTER_NEAREST)
+    thing_ids = set(category_ids[num_stuff:])
+    ids, areas = np.unique(segment_map, return_counts=True)
+    segments = {}
+    for sid, area in zip(ids.tolist(), areas.tolist(), strict=True):
+        if sid == 0:
+            continue
+        is_thing = categories[sid] in thing_ids and sid % 1000 > 0
+        track = sid % 1000 if is_thing else None
+        segments[sid] = {"class": categories[sid], "is_thing": is_thing,
+                         "track_id": track, "area": area}  # fmt: skip
+    return segment_map, segments

@@ -6,9 +6,19 @@ the model's device, and keyframe / non-keyframe inference (``YolactEdge.keyframe
 ``YolactEdge.non_keyframe``). Facts: ../shared/reference/models-video.md part A.
 """
 
+from .bundle import load
 from .config import MAX_SIZE, VARIANTS, YolactEdgeConfig
 from .net import KeyframeState, YolactEdge, build_model
-from .postprocess import Instances, boxes_in_pixels, decode, detect, fast_nms, masks
+from .postprocess import (
+    FrameInstances,
+    Instances,
+    boxes_in_pixels,
+    decode,
+    detect,
+    fast_nms,
+    frame_instances,
+    masks,
+)
 from .preprocess import to_input
 from .priors import level_sizes, priors
 from .weights import load_weights, remap, weights_meta
@@ -16,6 +26,7 @@ from .weights import load_weights, remap, weights_meta
 __all__ = [
     "MAX_SIZE",
     "VARIANTS",
+    "FrameInstances",
     "Instances",
     "KeyframeState",
     "YolactEdge",
@@ -25,7 +36,9 @@ __all__ = [
     "decode",
     "detect",
     "fast_nms",
+    "frame_instances",
     "level_sizes",
+    "load",
     "load_weights",
     "masks",
     "priors",

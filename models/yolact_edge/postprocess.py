@@ -13,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .priors import priors
 
 VARIANCES = (0.1, 0.2)
 
@@ -263,3 +266,58 @@ def boxes_in_pixels(boxes: Tensor, height: int, width: int) -> Tensor:
     x1, x2 = _sanitize(boxes[:, 0], boxes[:, 2], width)
     y1, y2 = _sanitize(boxes[:, 1], boxes[:, 3], height)
     return torch.stack([x1, y1, x2, y2], dim=1)
+
+
+@dataclass
+class FrameInstances:
+    """Detections of one frame in its own pixels, as arrays.
+
+    Attributes:
+        boxes: float32 [K, 4] xyxy pixels, ordered and clipped to the frame.
+        scores: float32 [K], high to low.
+        classes: int64 [K], foreground class index.
+        masks: bool [K, H, W] at frame size, or None when not asked for.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    masks: np.ndarray | None
+
+
+def frame_instances(
+    loc: Tensor,
+    conf: Tensor,
+    coeffs: Tensor,
+    proto: Tensor,
+    input_size: int,
+    frame_size: tuple[int, int],
+    score_threshold: float = 0.3,
+    nms_threshold: float = 0.5,
+    max_detections: int = 100,
+    with_masks: bool = True,
+) -> FrameInstances:
+    """One frame's head outputs -> its detections in frame pixels: decoding and Fast NMS
+    (:func:`detect`), the score threshold, boxes and masks at frame size.
+
+    Args:
+        loc: float [1, P, 4]; conf: float [1, P, C] softmax; coeffs: float [1, P, 32];
+        proto: float [1, h, w, 32].
+        input_size: the side of the square input the network ran on.
+        frame_size: the frame's (height, width).
+        score_threshold: detections below it are dropped (after NMS).
+        nms_threshold: Fast NMS IoU.
+        max_detections: kept by NMS.
+        with_masks: compute the masks.
+    """
+    prior = priors(input_size, input_size, loc.device)
+    (found,) = detect(loc, conf, coeffs, prior,
+                      nms_threshold=nms_threshold, max_detections=max_detections)  # fmt: skip
+    found = found.select(found.scores >= score_threshold)
+    height, width = frame_size
+    return FrameInstances(
+        boxes_in_pixels(found.boxes, height, width).cpu().numpy(),
+        found.scores.cpu().numpy(),
+        found.classes.cpu().numpy(),
+        masks(proto[0], found, height, width).cpu().numpy() if with_masks else None,
+    )
