@@ -31,7 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="YAML config")
     parser.add_argument(
         "--source",
-        help="input: video file, image folder/glob, camera index, stream URL, or 'synthetic'",
+        action="append",
+        metavar="[NAME=]INPUT",
+        help="input: video file, image folder/glob, camera index, stream URL, or 'synthetic'; "
+        "repeat for several (one process serves them all); NAME= names it (its source id)",
     )
     parser.add_argument(
         "--output", help="output: video file (.mp4, .mkv, ...), .jsonl events, or rtsp:// to push"
@@ -64,7 +67,7 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     """Fold command-line options into the raw config dict (before validation)."""
     from pipeline.errors import ConfigError
     from pipeline.stage import Source
-    from stages.sources import source_args_for
+    from stages.sources import named_sources, source_args_for, split_name
 
     settings = raw.setdefault("pipeline", {}) or {}
     raw["pipeline"] = settings
@@ -85,13 +88,26 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
         entry = source_entries[0]
         keep = {k: entry[k] for k in ("name", "queue", "on_error") if k in entry}
         entry.clear()
-        entry.update(keep | source_args_for(args.source))
+        name, uri = split_name(args.source[0])
+        if len(args.source) == 1:
+            entry.update(keep | source_args_for(uri) | ({"source_id": name} if name else {}))
+        else:
+            try:
+                inputs = named_sources(args.source)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            group = {n: source_args_for(u) for n, u in inputs.items()}
+            entry.update(keep | {"kind": "sources", "sources": group})
     if args.realtime or args.loop:
         for entry in source_entries:
-            if entry.get("kind") != "file":
-                raise ConfigError("--realtime and --loop apply to file sources only")
-            entry["realtime"] = entry.get("realtime") or args.realtime
-            entry["loop"] = entry.get("loop") or args.loop
+            inputs = (
+                entry.get("sources", {}).values() if entry.get("kind") == "sources" else [entry]
+            )
+            for one in inputs:
+                if one.get("kind") != "file":
+                    raise ConfigError("--realtime and --loop apply to file sources only")
+                one["realtime"] = one.get("realtime") or args.realtime
+                one["loop"] = one.get("loop") or args.loop
     if args.output is not None:
         _set_output(stages, args.output)
     if args.serve is not None:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.edges import Policy
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph, NodeSpec
-from pipeline.stage import Source, Stage
+from pipeline.stage import Sink, Source, Stage
 
 STAGE_KINDS: dict[str, type[Stage]] = {}
 S = TypeVar("S", bound=type[Stage])
@@ -169,6 +169,17 @@ def build_stage(kind: str, args: dict[str, Any], where: str = "stage") -> Stage:
                   if k not in options or k in validated.model_fields_set})  # fmt: skip
 
 
+def _build_node_stage(kind: str, args: dict[str, Any], where: str) -> Stage:
+    """``build_stage``, except that a sink whose arguments hold ``{source}`` becomes one
+    sink per source (``pipeline.per_source``)."""
+    from pipeline.per_source import PerSource, has_placeholder
+
+    cls = STAGE_KINDS.get(kind)
+    if cls is not None and issubclass(cls, Sink) and has_placeholder(args):
+        return PerSource(kind, args, lambda filled: build_stage(kind, filled, where))  # type: ignore[return-value]
+    return build_stage(kind, args, where)
+
+
 def parse_config(raw: Any, origin: str = "config") -> Config:
     """Validate a config already loaded from YAML (a dict)."""
     if not isinstance(raw, dict):
@@ -211,7 +222,7 @@ def build_graph(config: Config) -> Graph:
         args = dict(entry.model_extra or {})
         if entry.kind in STAGE_KINDS and "device" in stage_parameters(entry.kind):
             args.setdefault("device", settings.device)
-        stage = build_stage(entry.kind, args, where)
+        stage = _build_node_stage(entry.kind, args, where)
         inputs = entry.inputs
         if inputs is None:
             inputs = [] if isinstance(stage, Source) or previous is None else [previous]

@@ -67,3 +67,12 @@ class EndOfStream:
     """Control item: the upstream node named ``sender`` will send nothing more."""
 
     sender: str
+
+
+@dataclass(frozen=True)
+class SourceEnded:
+    """Control item: the source ``source_id`` (a ``Frame.source_id``) has ended or was
+    removed; it follows that source's last frame down every edge, so each stage has seen
+    all of the source's frames when it arrives (``Stage.on_source_end``)."""
+
+    source_id: str

@@ -18,11 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.edges import Edge, EdgeClosed, Policy
 from pipeline.errors import ConfigError, FrameGraphError, StageError
-from pipeline.frame import EndOfStream, Frame
+from pipeline.frame import EndOfStream, Frame, SourceEnded
 from pipeline.join import Joiner
 from pipeline.metrics import Metrics, StageMetrics
 from pipeline.stage import Sink, Source, Stage
@@ -265,7 +265,10 @@ class Graph:
             if not node.is_source:
                 policy = node.spec.policy
                 if policy is None:
-                    fed_by_live_source = any(u.is_source and u.live for u in ups)
+                    fed_by_live_source = any(
+                        u.is_source and u.live and not u.stage.drops_itself  # type: ignore[attr-defined]
+                        for u in ups
+                    )
                     policy = Policy.LATEST if fed_by_live_source else Policy.BLOCK
                 node.inbound = Edge(node.name, node.spec.capacity, policy)
                 for up in ups:
@@ -301,6 +304,32 @@ class Graph:
         return sum(counts)  # type: ignore[arg-type]
 
     # ---- control ------------------------------------------------------
+    def add_source(self, name: str, entry: dict) -> None:
+        """Adds an input while the graph runs: ``entry`` is a source entry (``kind`` and
+        its keys) and ``name`` its source id; per-source outputs open at its first frame.
+
+        Raises:
+            ConfigError: the graph has no source group (``kind: sources``), the name is
+                taken, or the entry is wrong.
+            FrameGraphError: the input cannot be opened.
+        """
+        self._source_group().add_source(name, entry)
+
+    def remove_source(self, name: str) -> None:
+        """Ends an input while the graph runs: its queued frames still go out, then its
+        per-source outputs are finalised and the stages free its state.
+
+        Raises:
+            ConfigError: no source group, or no running input of that name.
+        """
+        self._source_group().remove_source(name)
+
+    def _source_group(self) -> Any:  # a stages.sources.group.SourceGroup (pipeline knows none)
+        for node in self.order:
+            if node.is_source and hasattr(node.stage, "add_source"):
+                return node.stage
+        raise ConfigError("this graph has no source group (kind: sources) to add inputs to")
+
     def stop(self) -> None:
         """Graceful stop: sources end, queued frames drain, sinks finalise."""
         if self._stopping.is_set():
@@ -410,16 +439,29 @@ class Graph:
 
     def _emit(self, node: _Node, frame: Frame) -> None:
         if not node.outputs:
-            self.metrics.record_output(node.name, frame.capture_time)
+            self.metrics.record_output(node.name, frame.capture_time, frame.source_id)
             return
         copies = [frame] + [frame.branch_copy() for _ in node.outputs[1:]]
         for edge, payload in zip(node.outputs, copies, strict=True):
             edge.put(node.name, payload)
 
+    def _pass_source_end(self, node: _Node, marker: SourceEnded) -> None:
+        """The last frame of ``marker.source_id`` went through ``node``: the stage frees
+        that source's state (a sink finalises its output), and the marker goes on."""
+        try:
+            node.stage.on_source_end(marker.source_id)
+        except FrameGraphError as error:
+            self._fail(error)
+        except Exception as error:  # one source's clean-up must not end the others
+            log.error("stage %r at the end of source %s: %s: %s", node.name,
+                      marker.source_id, type(error).__name__, error)  # fmt: skip
+        for edge in node.outputs:
+            edge.put(node.name, marker)
+
     def _run_source(self, node: _Node) -> None:
         source: Source = node.stage  # type: ignore[assignment]
         metrics = node.metrics
-        count = 0
+        counts: dict[str, int] = {}  # frames per source id, for max_frames
         try:
             frames = iter(source.frames())
             while not self._stopping.is_set():
@@ -431,11 +473,20 @@ class Graph:
                     emit = node.read_done()
                 if frame is None or not emit:  # a frame read after the cut-off is dropped
                     break
+                if isinstance(frame, SourceEnded):  # one of a source group's inputs ended
+                    self._pass_source_end(node, frame)
+                    continue
+                count = counts.get(frame.source_id, 0)
+                if self.max_frames is not None and count >= self.max_frames:
+                    continue  # a group's input past its limit, ending
                 metrics.record(time.monotonic() - t0)  # type: ignore[union-attr]
                 self._emit(node, frame)
-                count += 1
-                if self.max_frames is not None and count >= self.max_frames:
-                    break
+                counts[frame.source_id] = count + 1
+                if self.max_frames is not None and count + 1 >= self.max_frames:
+                    end_input = getattr(source, "end_input", None)
+                    if end_input is None:
+                        break
+                    end_input(frame.source_id)
         except FrameGraphError as error:
             self._fail(error)
         except Exception as error:
@@ -450,6 +501,7 @@ class Graph:
         if len(node.spec.inputs) > 1 and node.spec.join:
             joiner = Joiner(node.spec.inputs, self.join_timeout if node.live else None)
         last_index: dict[str, int] = {}
+        ended: dict[str, int] = {}  # with a join: the inputs each source's end came from
         edge = node.inbound
         try:
             while waiting_for:
@@ -462,6 +514,14 @@ class Graph:
                 elif isinstance(item[1], EndOfStream):
                     waiting_for.discard(item[0])
                     ready = joiner.branch_done(item[0]) if joiner else []
+                elif isinstance(item[1], SourceEnded):
+                    source_id = item[1].source_id
+                    ended[source_id] = ended.get(source_id, 0) + 1
+                    if joiner is None or ended[source_id] == len(node.spec.inputs):
+                        ended.pop(source_id)
+                        last_index.pop(source_id, None)
+                        self._pass_source_end(node, item[1])
+                    ready = []
                 elif joiner is not None:
                     ready = joiner.add(item[0], item[1], time.monotonic())
                 else:
@@ -490,11 +550,15 @@ class Graph:
                 batch: list[Frame] = []
                 item = edge.get()
                 deadline = time.monotonic() + stage.batch_wait
+                marker = None
                 while item is not None:
                     if isinstance(item[1], EndOfStream):
                         waiting_for.discard(item[0])
                         if not waiting_for:
                             break
+                    elif isinstance(item[1], SourceEnded):
+                        marker = item[1]  # after the frames before it
+                        break
                     else:
                         batch.append(item[1])
                     if len(batch) >= stage.batch_size:
@@ -503,6 +567,9 @@ class Graph:
                 if batch:
                     for out in self._process_batch(node, batch, last_index):
                         self._emit_result(node, out)
+                if marker is not None:
+                    last_index.pop(marker.source_id, None)
+                    self._pass_source_end(node, marker)
         except EdgeClosed:
             pass
         finally:
@@ -524,7 +591,12 @@ class Graph:
                         continue
                     number = ordered.taken
                     ordered.taken += 1
-                out = self._process(node, item[1], None)
+                payload = item[1]  # a source's end keeps its place among the frames
+                out = (
+                    payload
+                    if isinstance(payload, SourceEnded)
+                    else self._process(node, payload, None)
+                )
                 with ordered.emit_lock:
                     ordered.done[number] = out
                     while ordered.next_out in ordered.done:
@@ -542,6 +614,9 @@ class Graph:
 
     def _emit_result(self, node: _Node, out: Frame | object | None) -> None:
         if out is _FAILED:
+            return
+        if isinstance(out, SourceEnded):
+            self._pass_source_end(node, out)
             return
         if out is None:
             node.metrics.filtered += 1  # type: ignore[union-attr]

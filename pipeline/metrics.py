@@ -62,6 +62,22 @@ class StageMetrics:
             self.latencies.extend([seconds] * frames)
 
 
+@dataclass
+class SourceMetrics:
+    """What left the graph of one source: frames per terminal stage, recent end-to-end
+    latencies as (when, seconds), and when its first and last frame left."""
+
+    outputs: dict[str, int] = field(default_factory=dict)
+    e2e: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    first: float | None = None
+    last: float | None = None
+
+    @property
+    def frames(self) -> int:
+        """Frames of the source out of the graph (through its busiest terminal)."""
+        return max(self.outputs.values(), default=0)
+
+
 class Metrics:
     """All metrics of one graph run.
 
@@ -76,6 +92,8 @@ class Metrics:
         self.finished: float | None = None
         self._outputs: dict[str, int] = {}
         self.e2e: deque[tuple[float, float]] = deque(maxlen=WINDOW)
+        self.sources: dict[str, SourceMetrics] = {}
+        """What left the graph per source id (each source's frames, fps and latency)."""
         self._lock = threading.Lock()
 
     def add_stage(
@@ -91,12 +109,17 @@ class Metrics:
         self.stages[name] = stage
         return stage
 
-    def record_output(self, terminal: str, capture_time: float) -> None:
-        """A frame left the graph through the terminal stage ``terminal``."""
+    def record_output(self, terminal: str, capture_time: float, source_id: str = "") -> None:
+        """A frame of ``source_id`` left the graph through the terminal stage ``terminal``."""
         now = self.clock()
         with self._lock:
             self._outputs[terminal] = self._outputs.get(terminal, 0) + 1
             self.e2e.append((now, now - capture_time))
+            source = self.sources.setdefault(source_id, SourceMetrics())
+            source.outputs[terminal] = source.outputs.get(terminal, 0) + 1
+            source.e2e.append((now, now - capture_time))
+            source.first = now if source.first is None else source.first
+            source.last = now
 
     @property
     def frames_out(self) -> int:

@@ -60,6 +60,10 @@ class Stage:
         """Told before ``process`` when ``missing`` frames of ``source_id`` were
         dropped upstream; stateful stages reset or force a keyframe here."""
 
+    def on_source_end(self, source_id: str) -> None:
+        """Told after the last frame of ``source_id`` (the source ended or was removed while
+        the graph runs on): free its per-source state, finalise its own outputs."""
+
     def close(self) -> None:
         """Release resources. Always called once, also after errors."""
 
@@ -96,6 +100,8 @@ class Part(Stage):
         produces: the result types it leaves under the stage's name.
         owner: the stage whose ``open``, ``close``, ``on_gap`` and ``status`` this step
             carries (exactly one step of a stage does).
+        finisher: the stage whose ``on_source_end`` this step carries: the last step's, so
+            the earlier steps' frames of that source have all passed.
         batch_step: what it does to several frames at once, when it batches.
         batch_size: the most frames ``batch_step`` takes.
         batch_wait: seconds to wait for a batch to fill.
@@ -108,11 +114,12 @@ class Part(Stage):
         stateful: bool = False,
         produces: tuple[type, ...] = (),
         owner: Stage | None = None,
+        finisher: Stage | None = None,
         batch_step: Callable[[list[Frame]], list[Frame | None]] | None = None,
         batch_size: int = 1,
         batch_wait: float = 0.0,
     ) -> None:
-        self.label, self.step, self.owner = label, step, owner
+        self.label, self.step, self.owner, self.finisher = label, step, owner, finisher
         self.stateful, self.produces = stateful, produces  # type: ignore[misc]
         self.batch_step = batch_step
         self.batch_size = batch_size if batch_step is not None else 1
@@ -134,6 +141,10 @@ class Part(Stage):
         if self.owner is not None:
             self.owner.on_gap(source_id, missing)
 
+    def on_source_end(self, source_id: str) -> None:
+        if self.finisher is not None:
+            self.finisher.on_source_end(source_id)
+
     def close(self) -> None:
         if self.owner is not None:
             self.owner.close()
@@ -150,6 +161,9 @@ class Source(Stage):
     """
 
     live: bool = False
+    drops_itself: bool = False
+    """It keeps the newest frames of each live input itself (a group of cameras): the edge
+    after it blocks instead of keeping only the newest frame of all inputs together."""
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames until the input ends; raise SourceError if it cannot be read."""

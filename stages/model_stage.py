@@ -228,6 +228,7 @@ class ModelStage(Stage):
             Part(step, getattr(self, step), stateful=step in self.stateful_steps,
                  produces=self.produces if i == last else (),
                  owner=self if step == "infer" else None,
+                 finisher=self if i == last else None,
                  batch_step=self.infer_batch if step == "infer" and batched else None,
                  batch_size=self.options.batch, batch_wait=self.options.batch_timeout_ms / 1e3)
             for i, step in enumerate(self.steps)

@@ -1,0 +1,173 @@
+"""Many inputs in one run (``kind: sources``): fair interleaving, one output per source
+finalised when that source ends, a failing input that ends alone, inputs added and removed
+while the graph runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+
+from pipeline.config import build_graph, parse_config, register
+from pipeline.errors import ConfigError, SourceError
+from pipeline.frame import Frame
+from pipeline.graph import Graph, NodeSpec
+from pipeline.per_source import PerSource
+from pipeline.stage import Sink, Source
+from stages.sources.group import SourceGroup
+from stages.sources.synthetic import SyntheticSource
+from tests.conftest import wait_until
+
+
+def synthetic(frames: int | None, live: bool = False, fps: float = 25.0) -> dict:
+    return {"kind": "synthetic", "width": 64, "height": 48, "frames": frames, "live": live,
+            "fps": fps}  # fmt: skip
+
+
+@register("test_breaking")
+class Breaking(SyntheticSource):
+    """A synthetic input whose read fails after ``after`` frames (a camera sending garbage)."""
+
+    def __init__(self, after: int = 3, source_id: str = "broken") -> None:
+        super().__init__(64, 48, frames=None, source_id=source_id)
+        self.after = after
+
+    def frames(self) -> Iterator[Frame]:
+        for i, frame in enumerate(super().frames()):
+            if i == self.after:
+                raise SourceError(f"{self.source_id}: corrupt packet")
+            yield frame
+
+
+class Slow(Sink):
+    """Keeps the order frames arrive in, taking ``delay`` seconds each."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.seen, self.ended = delay, [], []
+
+    def write(self, frame: Frame) -> None:
+        time.sleep(self.delay)
+        self.seen.append((frame.source_id, frame.index))
+
+    def on_source_end(self, source_id: str) -> None:
+        self.ended.append((source_id, len(self.seen)))
+
+
+def run_group(group: Source, sink: Sink, capacity: int = 8) -> Graph:
+    graph = Graph([NodeSpec("cams", group), NodeSpec("out", sink, ["cams"], capacity=capacity)])
+    graph.report = graph.run()  # type: ignore[attr-defined]
+    return graph
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_inputs_take_turns_so_a_long_one_cannot_starve_a_short_one() -> None:
+    group = SourceGroup({"long": synthetic(60), "short": synthetic(10)})
+    sink = Slow(delay=0.004)  # the graph is the bottleneck: both queues stay full
+    graph = run_group(group, sink, capacity=1)
+    assert graph.report.error is None
+    first = [source for source, _ in sink.seen[:20]]
+    assert first.count("short") >= 8  # round robin: about every other frame
+    assert sorted(i for s, i in sink.seen if s == "short") == list(range(10))
+    assert len(sink.seen) == 70
+    # each input's end follows its last frame
+    ends = dict(sink.ended)
+    assert ends["short"] < ends["long"] == 70
+    assert max(n for n, (s, _) in enumerate(sink.seen, 1) if s == "short") <= ends["short"]
+
+
+def test_one_output_file_per_source_each_finalised_when_its_source_ends(tmp_path) -> None:
+    config = parse_config({
+        "stages": [
+            {"name": "cams", "kind": "sources",
+             "sources": {"a": synthetic(5), "b": synthetic(12), "c": synthetic(30)}},
+            {"name": "video", "kind": "video_file", "path": str(tmp_path / "{source}.mp4")},
+        ]
+    })  # fmt: skip
+    graph = build_graph(config)
+    video = graph.nodes["video"].stage
+    assert isinstance(video, PerSource) and video.kind == "video_file"
+    report = graph.run()
+    assert report.error is None
+    assert [count_frames(tmp_path / f"{n}.mp4") for n in "abc"] == [5, 12, 30]
+    assert video.finished == ["a", "b", "c"]  # closed as each ended, shortest first
+    assert graph.metrics.sources["b"].frames == 12
+
+
+def test_a_wrong_per_source_sink_argument_fails_when_the_graph_is_built() -> None:
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        build_graph(parse_config({"stages": [
+            {"name": "cams", "kind": "sources", "sources": {"a": synthetic(2)}},
+            {"name": "video", "kind": "video_file", "path": "{source}.mp4", "bogus": 1},
+        ]}))  # fmt: skip
+
+
+def test_a_failing_input_ends_alone_and_the_run_reports_it_at_the_end() -> None:
+    group = SourceGroup({"good": synthetic(40), "bad": {"kind": "test_breaking", "after": 3}})
+    sink = Slow()
+    graph = run_group(group, sink)
+    assert sorted(i for s, i in sink.seen if s == "good") == list(range(40))
+    assert [i for s, i in sink.seen if s == "bad"] == [0, 1, 2]
+    assert ("bad", 3) in [(s, sum(1 for x, _ in sink.seen[:n] if x == "bad"))
+                          for s, n in sink.ended]  # fmt: skip
+    assert isinstance(graph.report.error, SourceError)
+    assert "corrupt packet" in str(graph.report.error)
+    assert group.status()["inputs"]["bad"]["state"] == "failed"
+
+
+def test_inputs_added_and_removed_while_running_open_and_finalise_their_outputs(
+    tmp_path,
+) -> None:
+    config = parse_config({
+        "stages": [
+            {"name": "cams", "kind": "sources", "keep_open": True,
+             "sources": {"cam1": synthetic(None, live=True, fps=50)}},
+            {"name": "video", "kind": "video_file", "path": str(tmp_path / "{source}.mp4")},
+        ]
+    })  # fmt: skip
+    graph = build_graph(config)
+    video = graph.nodes["video"].stage
+    runner = threading.Thread(target=lambda: setattr(graph, "report", graph.run()))
+    runner.start()
+    try:
+        assert wait_until(lambda: graph.metrics.sources.get("cam1") is not None, 20)
+        graph.add_source("cam2", synthetic(10))
+        with pytest.raises(ConfigError, match="'cam1' is running"):
+            graph.add_source("cam1", synthetic(3))
+        assert wait_until(lambda: "cam2" in video.finished, 20)  # ended: finalised at once
+        assert count_frames(tmp_path / "cam2.mp4") == 10
+        before = graph.metrics.sources["cam1"].frames
+        graph.remove_source("cam1")
+        assert wait_until(lambda: "cam1" in video.finished, 20)
+        assert count_frames(tmp_path / "cam1.mp4") >= before > 0
+        with pytest.raises(ConfigError, match="no running input named 'cam1'"):
+            graph.remove_source("cam1")
+        graph.add_source("cam1", synthetic(4))  # the name is free again: a new file
+        assert wait_until(lambda: video.finished.count("cam1") == 2, 20)
+        assert count_frames(tmp_path / "cam1.mp4") == 4
+    finally:
+        graph.stop()
+        runner.join(20)
+    assert not runner.is_alive() and graph.report.error is None
+
+
+def test_a_graph_without_a_group_cannot_add_inputs() -> None:
+    one = SyntheticSource(64, 48, frames=1)
+    graph = Graph([NodeSpec("src", one), NodeSpec("out", Slow(), ["src"])])
+    with pytest.raises(ConfigError, match="no source group"):
+        graph.add_source("x", synthetic(1))
+
+
+def test_max_frames_counts_each_input() -> None:
+    group = SourceGroup({"a": synthetic(None), "b": synthetic(None)})
+    sink = Slow()
+    graph = Graph([NodeSpec("cams", group), NodeSpec("out", sink, ["cams"])], max_frames=7)
+    assert graph.run().error is None
+    assert sorted(sink.seen) == sorted((s, i) for s in "ab" for i in range(7))
