@@ -13,7 +13,7 @@ from skimage import data
 from pipeline.errors import ConfigError, ModelError
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult
-from stages.densepose import DensePoseDetector
+from stages.densepose import DenseCarry, DenseInput, DensePoseDetector
 from tests.golden import assert_close, assert_decisions_agree, assert_same_detections, top2_gap
 
 
@@ -75,6 +75,27 @@ def test_every_n_frames_with_carrying_and_gaps(shifted: list[np.ndarray]) -> Non
     assert stage.status()["network"] == 3  # nothing to carry across a gap
     stage.process(frame(shifted[2], 0, "other"))
     assert stage.status()["network"] == 4  # each source has its own
+
+
+def test_parts_skip_the_network_between_and_carry_nothing_after_a_lost_result(
+    shifted: list[np.ndarray],
+) -> None:
+    stage = make(every=3)
+    assert [part.label for part in stage.parts()] == ["preprocess", "infer", "postprocess"]
+    first = stage.preprocess(frame(shifted[0], 0))
+    assert isinstance(first.results["dp"], DenseInput)  # frame 0 is lost after this part
+    second = stage.infer(stage.preprocess(frame(shifted[1], 1)))
+    carry = second.results["dp"]
+    assert isinstance(carry, DenseCarry) and carry.flow.shape == (160, 160, 2)
+    assert stage.status() == {"network": 0, "carried": 0}  # it skipped the network
+    result = stage.postprocess(second).results["dp"]
+    assert isinstance(result, DensePoseResult) and len(result.boxes) == 0  # nothing to carry
+    assert stage.status() == {"network": 0, "carried": 1}
+    # a frame of another size cannot follow the flow: the network runs on it
+    resized = stage.preprocess(frame(shifted[2][:120], 2))
+    assert isinstance(resized.results["dp"], DenseInput)
+    stage.process(frame(shifted[3][:120], 3))
+    assert stage.status() == {"network": 0, "carried": 2}
 
 
 def test_configuration_and_weights_errors(tmp_path) -> None:
