@@ -181,7 +181,36 @@ class Metrics:
             "e2e_p95_ms": p95,
             "drops": self.total_drops(),
             "stages": stages,
+            "sources": self.source_rows(stages),
         }
+
+    def source_rows(self, stages: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Per source id: frames out, their rate over the source's own time in the graph,
+        end-to-end latency, and, for the inputs of a source group (a source stage whose
+        status has ``inputs``), the frames it dropped while waiting and its state."""
+        inputs: dict[str, dict[str, Any]] = {}
+        for s in self.stages.values() if stages is None else ():
+            inputs.update(s.status().get("inputs", {}))
+        for entry in (stages or {}).values():
+            inputs.update(entry.get("state", {}).get("inputs", {}))
+        with self._lock:
+            sources = {k: (v.frames, v.first, v.last, [lat for _, lat in v.e2e])
+                       for k, v in self.sources.items()}  # fmt: skip
+        rows = {}
+        for name in [*sources, *(n for n in inputs if n not in sources)]:
+            frames, first, last, e2e = sources.get(name, (0, None, None, []))
+            p50, p95 = _percentiles_ms(e2e)
+            span = (last - first) if first is not None and last is not None else 0.0
+            given = inputs.get(name, {})
+            rows[name] = {
+                "frames": frames,
+                "fps": (frames - 1) / span if frames > 1 and span > 0 else float("nan"),
+                "e2e_p50_ms": p50,
+                "e2e_p95_ms": p95,
+                "drops": given.get("drops", 0),
+                "state": given.get("state", ""),
+            }
+        return rows
 
     def to_json(self) -> str:
         """The snapshot as JSON; percentiles without samples are null."""
@@ -206,6 +235,17 @@ class Metrics:
                 f"{_ms(s['p50_ms']):>9}{_ms(s['p95_ms']):>9}{s['busy']:>7.0%}{qmax:>11}"
                 f"{q['drops'] if q else 0:>7}{s['errors']:>8}"
             )
+        sources = snap["sources"]
+        if len(sources) > 1 or any(row["state"] for row in sources.values()):
+            lines.append("-" * len(header))
+            lines.append(f"{'source':<14}{'state':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}"
+                         f"{'p95 ms':>9}{'drops':>25}")  # fmt: skip
+            for name, row in sources.items():
+                lines.append(
+                    f"{name[:13]:<14}{row['state'][:11]:<12}{row['frames']:>8}"
+                    f"{row['fps']:>9.1f}{_ms(row['e2e_p50_ms']):>9}{_ms(row['e2e_p95_ms']):>9}"
+                    f"{row['drops']:>25}"
+                )
         lines.append("-" * len(header))
         lines.append(
             f"{snap['frames_out']} frames out in {snap['elapsed_s']:.1f} s = "

@@ -51,6 +51,10 @@ class ProgressDisplay:
             connection = s.status().get("connection")
             if connection:
                 parts.append(f"{s.name}: {connection}")
+        rows = self.metrics.source_rows()
+        if len(rows) > 1:  # several cameras: each one's rate and state
+            parts += [f"{name} {row['fps']:.0f} fps {row['state']}".rstrip()
+                      for name, row in rows.items()]  # fmt: skip
         return ", ".join(parts)
 
     def _update(self) -> None:

@@ -186,6 +186,11 @@ class YolactEdgeDetector(ModelStage):
     def on_gap(self, source_id: str, missing: int) -> None:
         self.states.setdefault(source_id, _SourceState()).force = True
 
+    def on_source_end(self, source_id: str) -> None:
+        """The source's keyframe features and tracks go (it ended or was removed)."""
+        self.states.pop(source_id, None)
+        self.trackers.pop(source_id, None)
+
     def _needs_keyframe(self, state: _SourceState, frame: Frame, thumbnail: torch.Tensor) -> bool:
         if not self.video or state.force or not state.key:
             return True

@@ -54,6 +54,9 @@ class MotionDetector(Stage):
         self._models[source_id] = model
         return model, False
 
+    def on_source_end(self, source_id: str) -> None:
+        self._models.pop(source_id, None)
+
     def on_gap(self, source_id: str, missing: int) -> None:
         # A long gap means the scene may have changed: learn it anew.
         if missing > self.history // 4:

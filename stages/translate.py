@@ -177,6 +177,9 @@ class Translate(ModelStage):
     def on_gap(self, source_id: str, missing: int) -> None:
         self._consistency.pop(source_id, None)
 
+    def on_source_end(self, source_id: str) -> None:
+        self._consistency.pop(source_id, None)
+
     def _temporal(self, source_id: str, frame_side: int, work_side: int):
         """The source's consistency state; ``*_side``: the shorter side of the frame and of
         the working image."""

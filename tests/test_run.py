@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -286,3 +287,58 @@ def test_bad_weights_are_a_one_line_model_error(tmp_path: Path, weights: str, te
         "  - {name: out, kind: discard}\n"
     )
     assert_one_line_error(run_cli(str(config)), 7, text)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["cam1=rtsp://u:pw@10.0.0.5:554/live/1?token=x", "lobby.mp4", "0"],
+         {"cam1": "rtsp://u:pw@10.0.0.5:554/live/1?token=x", "lobby": "lobby.mp4",
+          "camera0": "0"}),
+        (["rtsp://cam/x?channel=1"], {"cam-x": "rtsp://cam/x?channel=1"}),
+        (["rtsp://admin:secret@cam:554/stream?token=abc"],
+         {"cam-stream": "rtsp://admin:secret@cam:554/stream?token=abc"}),
+        (["a/lobby.mp4", "b/lobby.mp4", "lobby-2=c.mp4"],
+         {"lobby": "a/lobby.mp4", "lobby-3": "b/lobby.mp4", "lobby-2": "c.mp4"}),
+        (["frames/*.jpg", "synthetic:64x48"],
+         {"frames": "frames/*.jpg", "synthetic": "synthetic:64x48"}),
+    ],
+)  # fmt: skip
+def test_sources_are_named_or_get_a_readable_id_without_secrets(values, expected) -> None:
+    from stages.sources import named_sources
+
+    named = named_sources(values)
+    assert named == expected
+    assert not any("secret" in name or "pw" in name or "token" in name for name in named)
+
+
+def test_the_same_source_name_twice_is_a_config_error(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "a.mp4", count=3)
+    result = run_cli(TRANSCODE, "--source", f"x={video}", "--source", f"x={video}")
+    assert_one_line_error(result, 2, "the name 'x' is given twice")
+
+
+@needs_ffprobe
+def test_three_sources_in_one_run_write_one_file_each_with_their_own_timestamps(
+    tmp_path: Path,
+) -> None:
+    steps = {"a": [0, 1, 2, 5, 6, 9], "b": [0, 2, 3, 4, 8, 9, 10, 13], "c": list(range(11))}
+    inputs = {n: write_video(tmp_path / f"{n}.mp4", count=len(p), pts=p,
+                             time_base=Fraction(1, 30)) for n, p in steps.items()}  # fmt: skip
+    sources = [arg for n, path in inputs.items() for arg in ("--source", f"{n}={path}")]
+    result = run_cli(FACES, *sources,
+                     "--output", str(tmp_path / "out" / "{source}.mp4"),
+                     "--set", f"events.path={tmp_path / 'events.jsonl'}",
+                     "--serve", f"rtsp://127.0.0.1:{free_port()}/{{source}}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for name, pts in steps.items():
+        out = tmp_path / "out" / f"{name}.mp4"
+        assert ffprobe_frame_count(out) == len(pts)
+        times, _, _ = read_video(out)
+        source_times, _, _ = read_video(inputs[name])
+        assert times == pytest.approx(source_times, abs=1e-3)  # variable frame rate kept
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {line["source"] for line in lines} == set(steps)
+    assert sum(1 for line in lines if line["source"] == "b") == len(steps["b"])
+    for name in steps:
+        assert re.search(rf"^{name}\s+ended\s+{len(steps[name])}\s", result.stderr, re.M)

@@ -136,6 +136,9 @@ class Anonymize(Stage):
     def on_gap(self, source_id: str, missing: int) -> None:
         """Nothing to do: the index gap ages the tracks by itself."""
 
+    def on_source_end(self, source_id: str) -> None:
+        self._tracks.pop(source_id, None)
+
     def hide(self, image: np.ndarray, regions: np.ndarray) -> np.ndarray:
         """A copy of ``image`` with ``regions`` [K, 4] hidden."""
         out = image.copy()

@@ -4,6 +4,7 @@ while the graph runs."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -99,6 +100,13 @@ def test_one_output_file_per_source_each_finalised_when_its_source_ends(tmp_path
     assert [count_frames(tmp_path / f"{n}.mp4") for n in "abc"] == [5, 12, 30]
     assert video.finished == ["a", "b", "c"]  # closed as each ended, shortest first
     assert graph.metrics.sources["b"].frames == 12
+    rows = graph.metrics.snapshot()["sources"]
+    assert {n: (r["frames"], r["state"]) for n, r in rows.items()} == {
+        "a": (5, "ended"),
+        "b": (12, "ended"),
+        "c": (30, "ended"),
+    }
+    assert re.search(r"^c\s+ended\s+30\s", graph.metrics.table(), re.M)
 
 
 def test_a_wrong_per_source_sink_argument_fails_when_the_graph_is_built() -> None:
@@ -171,3 +179,19 @@ def test_max_frames_counts_each_input() -> None:
     graph = Graph([NodeSpec("cams", group), NodeSpec("out", sink, ["cams"])], max_frames=7)
     assert graph.run().error is None
     assert sorted(sink.seen) == sorted((s, i) for s in "ab" for i in range(7))
+
+
+def test_a_model_stage_frees_each_sources_state_when_it_ends() -> None:
+    from stages.instances import YolactEdgeDetector
+
+    group = SourceGroup({"a": synthetic(3), "b": synthetic(8)})
+    model = YolactEdgeDetector(weights="random", size=64, backend="torch", batch=2)
+    sink = Slow()
+    seen_states: list[set[str]] = []
+    sink.on_source_end = lambda source_id: seen_states.append(set(model.states))  # type: ignore[method-assign]
+    graph = Graph([NodeSpec("cams", group), NodeSpec("model", model, ["cams"]),
+                   NodeSpec("out", sink, ["model"])])  # fmt: skip
+    assert graph.run().error is None
+    assert len(sink.seen) == 11
+    assert seen_states[0] == {"b"}  # after a's end passed the model, only b's state is left
+    assert model.states == {} and model.trackers == {}
