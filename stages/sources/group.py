@@ -54,7 +54,8 @@ class _Input:
             return "removed"
         if self.ended:
             return "failed" if self.error is not None else "ended"
-        return str(self.source.status().get("state", "running"))
+        status = self.source.status()  # a stream's connection state, else running
+        return str(status.get("connection", status.get("state", "running")))
 
 
 @register("sources")
