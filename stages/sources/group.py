@@ -63,8 +63,10 @@ class SourceGroup(Source):
     """Several inputs as one source, fairly interleaved.
 
     Args:
-        sources: input name -> its source entry (``kind`` and that kind's keys, as a source
-            stage in a config); the name becomes its frames' ``source_id``.
+        sources: the inputs: a list of ``--source`` values (``[NAME=]INPUT``: a file, a
+            folder or glob of images, a camera index, a stream URL, ``synthetic``), or a
+            mapping name -> such an input or a source entry (``kind`` and that kind's keys, as
+            a source stage in a config). The name becomes its frames' ``source_id``.
         queue: frames an input may hold while waiting for its turn (live inputs drop their
             oldest beyond it).
         keep_open: keep running after every input has ended (a service adds inputs later);
@@ -75,7 +77,7 @@ class SourceGroup(Source):
 
     def __init__(
         self,
-        sources: dict[str, dict[str, Any]] | None = None,
+        sources: list[str] | dict[str, str | dict[str, Any]] | None = None,
         queue: int = 2,
         keep_open: bool = False,
     ) -> None:
@@ -85,7 +87,7 @@ class SourceGroup(Source):
             raise ConfigError("sources: give at least one input (or keep_open: true)")
         self.capacity, self.keep_open = queue, keep_open
         self.inputs: dict[str, _Input] = {}
-        for name, entry in (sources or {}).items():
+        for name, entry in _entries(sources).items():
             self.inputs[name] = self._build(name, entry)
         self.live = any(i.live for i in self.inputs.values())
         self._retired: list[_Input] = []  # replaced by a new input of their name, not yet announced
@@ -93,7 +95,9 @@ class SourceGroup(Source):
         self._running = False
         self._stopping = False
 
-    def _build(self, name: str, entry: dict[str, Any]) -> _Input:
+    def _build(self, name: str, entry: str | dict[str, Any]) -> _Input:
+        if isinstance(entry, str):
+            entry = _entries({name: entry})[name]
         if not isinstance(entry, dict) or "kind" not in entry:
             raise ConfigError(f"sources: {name}: expected a source entry with a 'kind'")
         args = {k: v for k, v in entry.items() if k != "kind"}
@@ -144,8 +148,9 @@ class SourceGroup(Source):
             }
 
     # ---- inputs while running ------------------------------------------
-    def add_source(self, name: str, entry: dict[str, Any]) -> None:
-        """Opens a new input and starts it (its frames join the round robin).
+    def add_source(self, name: str, entry: str | dict[str, Any]) -> None:
+        """Opens a new input (an input string as ``--source`` takes, or a source entry) and
+        starts it (its frames join the round robin).
 
         Raises:
             ConfigError: the name is taken or the entry is wrong.
@@ -263,3 +268,15 @@ class SourceGroup(Source):
             item = self.inputs.get(source_id)
         if item is not None and not item.ended:
             self.remove_source(source_id)
+
+
+def _entries(sources: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """The group's ``sources`` as name -> source entry (strings read as ``--source`` does)."""
+    from stages.sources import named_sources, source_args_for
+
+    if isinstance(sources, list):
+        try:
+            return {n: source_args_for(u) for n, u in named_sources(sources).items()}
+        except ValueError as error:
+            raise ConfigError(f"sources: {error}") from None
+    return {n: source_args_for(e) if isinstance(e, str) else e for n, e in (sources or {}).items()}

@@ -152,6 +152,9 @@ def test_inputs_added_and_removed_while_running_open_and_finalise_their_outputs(
         assert wait_until(lambda: "cam2" in video.finished, 20)  # ended: finalised at once
         assert count_frames(tmp_path / "cam2.mp4") == 10
         before = graph.metrics.sources["cam1"].frames
+        assert wait_until(lambda: graph.metrics.sources["cam1"].frames > before + 5, 10)
+        assert "cam1" not in video.finished  # undisturbed: still recording
+        before = graph.metrics.sources["cam1"].frames
         graph.remove_source("cam1")
         assert wait_until(lambda: "cam1" in video.finished, 20)
         assert count_frames(tmp_path / "cam1.mp4") >= before > 0
@@ -195,3 +198,18 @@ def test_a_model_stage_frees_each_sources_state_when_it_ends() -> None:
     assert len(sink.seen) == 11
     assert seen_states[0] == {"b"}  # after a's end passed the model, only b's state is left
     assert model.states == {} and model.trackers == {}
+
+
+def test_a_config_lists_inputs_as_the_command_line_does(tmp_path) -> None:
+    from tests.conftest import write_video
+
+    clip = write_video(tmp_path / "lobby.mp4", count=4)
+    group = SourceGroup([f"door={clip}", str(clip), "synthetic:64x48"])
+    assert list(group.inputs) == ["door", "lobby", "synthetic"]
+    assert [type(i.source).__name__ for i in group.inputs.values()] == [
+        "FileSource", "FileSource", "SyntheticSource"
+    ]  # fmt: skip
+    mapped = SourceGroup({"a": str(clip), "b": synthetic(2)})
+    assert mapped.inputs["a"].source.source_id == "a"
+    with pytest.raises(ConfigError, match="given twice"):
+        SourceGroup([f"x={clip}", f"x={clip}"])
