@@ -9,8 +9,9 @@ batch 1 of the same family in the same run. Each batched run is also checked aga
 batch 1: the same detections per frame (boxes within 0.05 px; a score within 1e-3 of the
 threshold may flip), or for translation the same frames (within one grey level).
 
-Families without a batched network call (VPSNet, DensePose: one frame per call,
-``batch: 1``) are listed as such.
+Families without a batched network call (``ONE_FRAME_PER_CALL``: one frame per call,
+``batch: 1``) are listed as such; DensePose batches its whole-image part (its heads on the
+boxes run per frame) and is checked on its people's boxes as the detectors are.
 
     python bench/batching.py                  # CPU, onnxruntime (the CPU default)
     python bench/batching.py --device cuda --backend torch
@@ -33,15 +34,17 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.frame import Frame  # noqa: E402
 from pipeline.graph import Graph, NodeSpec  # noqa: E402
-from pipeline.results import Detections  # noqa: E402
+from pipeline.results import DensePoseResult, Detections, PanopticSegmentation  # noqa: E402
 from pipeline.stage import Sink, Stage  # noqa: E402
+from stages.densepose import DensePoseDetector  # noqa: E402
 from stages.faces import FaceDetector  # noqa: E402
 from stages.instances import YolactEdgeDetector  # noqa: E402
+from stages.panoptic import VPSNetSegmenter  # noqa: E402
 from stages.sources.memory import MemorySource  # noqa: E402
 from stages.translate import Translate  # noqa: E402
 
 BATCHES = (1, 2, 4, 8)
-ONE_FRAME_PER_CALL = ("vpsnet", "densepose")
+ONE_FRAME_PER_CALL: tuple[str, ...] = ()
 
 
 class Collect(Sink):
@@ -77,7 +80,8 @@ def same_detections(threshold: float) -> Callable[[Frame, Frame], bool]:
 
     def same(a: Frame, b: Frame) -> bool:
         found_a, found_b = a.results["model"], b.results["model"]
-        assert isinstance(found_a, Detections) and isinstance(found_b, Detections)
+        assert isinstance(found_a, (Detections, DensePoseResult))
+        assert isinstance(found_b, (Detections, DensePoseResult))
         sure_a, sure_b = (d.boxes[np.abs(d.scores - threshold) > 1e-3] for d in (found_a, found_b))
         if len(sure_a) != len(sure_b):
             return False
@@ -85,6 +89,15 @@ def same_detections(threshold: float) -> Callable[[Frame, Frame], bool]:
         return bool(np.allclose(sure_a[order_a], sure_b[order_b], atol=0.05))
 
     return same
+
+
+def same_segments(a: Frame, b: Frame) -> bool:
+    """The same panoptic segments (classes and track ids), the maps equal on 99.9% of the
+    pixels (a tie of the argmax may flip one)."""
+    found_a, found_b = a.results["model"], b.results["model"]
+    assert isinstance(found_a, PanopticSegmentation) and isinstance(found_b, PanopticSegmentation)
+    agree = (found_a.segment_map == found_b.segment_map).mean()
+    return found_a.segments.keys() == found_b.segments.keys() and bool(agree > 0.999)
 
 
 def same_images(a: Frame, b: Frame) -> bool:
@@ -101,6 +114,22 @@ FAMILIES: dict[str, tuple[Callable[[int], list[np.ndarray]], Callable[..., Stage
             weights=str(ROOT / "models/yolact_edge/weights/synthetic_mobilenetv2.pth"), **o
         ),
         same_detections(0.3),
+    ),
+    "vpsnet": (
+        scene_frames,  # fitted into the demo weights' 320 x 256: 256 x 256
+        lambda **o: VPSNetSegmenter(
+            weights=str(ROOT / "models/vpsnet/weights/synthetic_mobilenetv2.pth"), **o
+        ),
+        same_segments,
+    ),
+    "densepose": (
+        scene_frames,
+        lambda **o: DensePoseDetector(
+            weights=str(ROOT / "models/densepose/weights/synthetic_mobilenetv2.pth"),
+            min_score=0.5,
+            **o,
+        ),
+        same_detections(0.5),
     ),
     "translate (multistyle26)": (
         lambda count: [im[::2, ::2].copy() for im in face_frames(count)],  # 320x240
@@ -132,6 +161,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
+    parser.add_argument("--families", nargs="+", help="only these: vpsnet, yolact_edge, ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = {"device": args.device, "backend": args.backend, "threads": args.threads}
@@ -139,6 +169,8 @@ def main() -> None:
           f" {args.threads} threads, batch timeout {args.timeout_ms:g} ms")  # fmt: skip
     print(f"{'family':28}{'batch':>6}{'frames/s':>10}{'vs batch 1':>12}  same as batch 1")
     for family, (frames, make, same_as) in FAMILIES.items():
+        if args.families and family.split()[0] not in args.families:
+            continue
         images = frames(args.frames)
         run_case(images[:4], make, 1, **options)  # warm-up: exports, caches, allocations
         base, reference = 0.0, {}

@@ -19,9 +19,15 @@ postprocessing), in one process, after a warm-up. Accuracy:
   compared) on the street clip's frames between the calibration ones: PSNR of int8's frames
   against fp32's.
 
-VPSNet has no int8 path yet (a config error says so).
+- panoptic (VPSNet, the light variant's demo weights, DIS flow) on the first
+  ``--vpsnet-frames`` frames of each held-out synthetic sequence (seeds 9000-9002, 320 x 256,
+  run as videos; fp32 and int8 take turns frame by frame, so that both are timed under the
+  same load): PQ of each against the ground truth, and of int8 against fp32 (fp32's
+  segments as the truth) with the share of pixels whose category agrees with fp32's. The
+  official variants cannot run int8 (deformable convolutions: no ONNX export; a config error
+  says so).
 
-    python bench/int8.py
+    python bench/int8.py [--families faces instances people translation vpsnet]
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from stages.tracking import box_iou  # noqa: E402
 from stages.translate import Translate  # noqa: E402
 
 YOLACT = ROOT / "models" / "yolact_edge" / "weights" / "synthetic_mobilenetv2.pth"
+VPSNET = ROOT / "models" / "vpsnet" / "weights" / "synthetic_mobilenetv2.pth"
 
 
 def timed_run(stage: ModelStage, frames: list[Frame]) -> tuple[list[Detections], float]:
@@ -184,18 +191,67 @@ def translation(threads: int) -> None:
           f"PSNR vs fp32 {psnr:.1f} dB over {len(frames)} frames")  # fmt: skip
 
 
+def panoptic(threads: int, length: int = 10) -> None:
+    """VPSNet fp32 and int8 frame by frame, alternately (which runs first swaps each frame),
+    so that a changing load on the machine weighs on both alike."""
+    from evaluation.panoptic import pq
+    from stages.panoptic import VPSNetSegmenter
+    from synthetic.annotations import panoptic_ground_truth
+    from synthetic.categories import THING_IDS
+    from synthetic.generator import generate
+
+    sequences = [list(generate(seed, length, 320, 256)) for seed in (9000, 9001, 9002)]
+    truth = [panoptic_ground_truth(f) for q in sequences for f in q]
+    precisions = ("fp32", "int8")
+    stages = {p: VPSNetSegmenter(weights=str(VPSNET), backend="onnxruntime", precision=p,
+                                 threads=threads) for p in precisions}  # fmt: skip
+    for stage in stages.values():
+        stage.name = "model"
+        stage.open()
+        warm_up = sequences[0][0].image.copy()
+        stage.process(Frame(warm_up, 0, Fraction(1, 30), 0, "warm-up"))  # exports, quantizes
+    found: dict[str, list] = {p: [] for p in precisions}
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    for number, sequence in enumerate(sequences):
+        for i, scene in enumerate(sequence):
+            order = precisions if (number * length + i) % 2 == 0 else precisions[::-1]
+            for precision in order:
+                frame = Frame(scene.image, i, Fraction(1, 30), i, f"seq{number}")
+                start = time.perf_counter()
+                result = stages[precision].process(frame).results["model"]  # type: ignore[union-attr]
+                times[precision].append(time.perf_counter() - start)
+                found[precision].append(
+                    (result.segment_map, {k: v["class"] for k, v in result.segments.items()})
+                )
+    fp32_ms = statistics.median(times["fp32"]) * 1e3
+    for precision in precisions:
+        ms = statistics.median(times[precision]) * 1e3
+        line = f"panoptic   {precision}  {ms:6.1f} ms/frame  {fp32_ms / ms:5.2f}x  "
+        line += f"PQ {pq(found[precision], truth, thing_categories=THING_IDS).all.pq:.3f}"
+        if precision == "int8":
+            pairs = zip(found["fp32"], found["int8"], strict=True)
+            agree = np.mean([np.mean(a // 1000 == b // 1000) for (a, _), (b, _) in pairs])
+            vs_fp32 = pq(found["int8"], found["fp32"], thing_categories=THING_IDS).all.pq
+            line += f"  PQ vs fp32 {vs_fp32:.3f}  category agreement {agree:.4f}"
+        print(line + f" over {len(truth)} frames")
+
+
+FAMILIES = ("faces", "instances", "people", "translation", "vpsnet")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--vpsnet-frames", type=int, default=10, help="per held-out sequence")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"onnxruntime on the CPU, {args.threads} threads; speed-up over fp32 in one process")
-    faces(args.threads)
-    instances(args.threads)
-    people(args.threads)
-    translation(args.threads)
-    for family in ("vpsnet",):
-        print(f"{family:10} int8: not available (one-line config error)")
+    runs = {"faces": faces, "instances": instances, "people": people, "translation": translation,
+            "vpsnet": lambda threads: panoptic(threads, args.vpsnet_frames)}  # fmt: skip
+    for family in FAMILIES:
+        if family in args.families:
+            runs[family](args.threads)
 
 
 if __name__ == "__main__":

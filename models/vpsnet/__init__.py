@@ -18,7 +18,7 @@ from .config import VARIANTS, VPSNetConfig
 from .export import FirstFrameGraph, NextFrameGraph, graph_specs, raw_outputs
 from .flownet2 import FlowNet2, flownet2_flow
 from .net import FrameOutput, VideoState, VPSNet
-from .panoptic import VOID, Detections, PanopticMaps, segment_ids
+from .panoptic import VOID, Detections, PanopticMaps, frame_segments, segment_ids
 from .preprocess import TEST_SCALE, denormalise, normalise, resize_frame, to_input
 from .tracking import TrackMemory
 from .weights import load_flownet2, load_weights
@@ -53,6 +53,7 @@ __all__ = [
     "build_model",
     "denormalise",
     "flownet2_flow",
+    "frame_segments",
     "graph_specs",
     "load",
     "load_flownet2",

@@ -1,16 +1,19 @@
 """VPSNet's whole-image part as two exportable graphs: a video's first frame, and the rest.
 
 Backbone, FPN, the temporal fusion, the RPN head and the semantic head run on the whole image
-and are tensor-in, tensors-out graphs with dynamic height and width, so any backend can run
-them. The state crossing frames (the previous frame's un-fused pyramid) crosses the graph
-boundary: the first-frame graph fuses a frame with itself (as the official test does), the
-next-frame graph takes the previous pyramid and the flow to it. What depends on detections
+and are tensor-in, tensors-out graphs, so any backend can run them: exported at one input
+size (see :func:`graph_specs`) with a dynamic batch axis, so one call can take the frames of
+several videos (nothing in the graphs mixes the samples of a batch). The state crossing
+frames (the previous frame's un-fused pyramid) crosses the graph boundary: the first-frame
+graph fuses a frame with itself (as the official test does), the next-frame graph takes the
+previous pyramid and the flow to it, each sample of a batch its own. What depends on detections
 (proposals, RoI heads, tracking, panoptic fusion) stays in PyTorch:
 ``VPSNet.inference(..., raw=raw_outputs(outputs))`` continues from the maps.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from models.backends.base import GraphSpec
@@ -47,7 +50,9 @@ class FirstFrameGraph(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """images: [N, 3, H, W] from ``normalise`` -> the 22 maps of :data:`OUTPUTS`."""
-        return _flat(self.model(images))
+        # The zero flow the model would make itself, but shaped from ``images`` rather than
+        # from ``len(images)``, which an export would fix at the example's batch of 1.
+        return _flat(self.model(images, None, torch.zeros_like(images[:, :2])))
 
 
 class NextFrameGraph(nn.Module):
@@ -84,12 +89,20 @@ def raw_outputs(outputs: tuple[Tensor, ...]) -> dict[str, list[Tensor] | Tensor]
     }
 
 
-def graph_specs(channels: int, height: int, width: int) -> tuple[GraphSpec, GraphSpec]:
-    """The first-frame and next-frame graphs' interfaces at one padded input size.
+MAX_BATCH = 8
+"""The largest batch a TensorRT engine of these graphs accepts (unless the stage's ``batch``
+is larger: ``models.backends.select.at_batch``)."""
 
-    The shapes are fixed: the fusion's balanced feature pyramid pools P2 to P4's size with an
-    adaptive pooling ONNX cannot express for sizes unknown at export. A video's frames all
-    have one size, so a backend per input size (made at its first frame) serves a stream.
+
+def graph_specs(channels: int, height: int, width: int) -> tuple[GraphSpec, GraphSpec]:
+    """The first-frame and next-frame graphs' interfaces at one padded input size, any batch
+    (1 to :data:`MAX_BATCH` for engines; each frame of a next-frame batch brings its own
+    video's reference pyramid and flow).
+
+    Height and width are fixed: the fusion's balanced feature pyramid pools P2 to P4's size
+    with an adaptive pooling ONNX cannot express for sizes unknown at export. A video's
+    frames all have one size, so a backend per input size (made at its first frame) serves a
+    stream. The batch axis is dynamic on every input and output.
 
     Args:
         channels: the pyramid's width (``config.channels``).
@@ -98,10 +111,28 @@ def graph_specs(channels: int, height: int, width: int) -> tuple[GraphSpec, Grap
     """
     # P6 is P5 max-pooled with stride 2: ceil(H / 64)
     levels = [(1, channels, -(-height // s), -(-width // s)) for s in (4, 8, 16, 32, 64)]
-    first = GraphSpec(inputs=("images",), outputs=OUTPUTS, example=((1, 3, height, width),))
+    first_example = ((1, 3, height, width),)
+    first = GraphSpec(
+        inputs=("images",),
+        outputs=OUTPUTS,
+        example=first_example,
+        dynamic=_batch_axes(("images", *OUTPUTS)),
+        max_shapes=_batched(first_example),
+    )
+    next_example = ((1, 3, height, width), *levels, (1, 2, height, width))
     following = GraphSpec(
         inputs=("images", *REFERENCE, "flow"),
         outputs=OUTPUTS,
-        example=((1, 3, height, width), *levels, (1, 2, height, width)),
+        example=next_example,
+        dynamic=_batch_axes(("images", *REFERENCE, "flow", *OUTPUTS)),
+        max_shapes=_batched(next_example),
     )
     return first, following
+
+
+def _batch_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    return {name: {0: "batch"} for name in names}
+
+
+def _batched(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    return tuple((MAX_BATCH, *shape[1:]) for shape in shapes)

@@ -72,10 +72,29 @@ def test_long_gap_starts_a_new_video_and_sources_are_separate(images) -> None:
     stage.on_gap("cam", 2)  # bridged
     stage.process(frame(images[1], 4))
     assert stage.counts["new_videos"] == 2
-    assert len(stage.videos["cam"].state.memory) > 0
+    assert len(stage.tracks["cam"].memory) > 0
     stage.on_gap("cam", 3)  # too long
     stage.process(frame(images[2], 8))
     assert stage.counts["new_videos"] == 3
+    stage.on_source_end("cam")  # every part's state of the source goes
+    assert "cam" not in stage.videos and "cam" not in stage.tracks and "cam" not in stage._previous
+    assert "other" in stage.videos and "other" in stage.tracks
+
+
+def test_tracks_start_afresh_when_the_new_videos_frame_reaches_postprocess(images) -> None:
+    """The parts run on threads of their own: a long gap told to ``infer`` must not reset the
+    tracks of frames still on their way to ``postprocess``."""
+    stage = make(flow="none", max_gap=0)
+    stage.process(frame(images[0], 0))
+    tracks = stage.tracks["cam"]
+    before = stage.infer(stage.preprocess(frame(images[1], 1)))  # not postprocessed yet
+    stage.on_gap("cam", 1)
+    after = stage.infer(stage.preprocess(frame(images[2], 3)))
+    assert not before.results["pan"].new_video and after.results["pan"].new_video
+    stage.postprocess(before)
+    assert stage.tracks["cam"] is tracks and len(tracks.memory) > 0
+    stage.postprocess(after)
+    assert stage.tracks["cam"] is not tracks
 
 
 def test_flow_comes_from_the_previous_frame(images: list[np.ndarray]) -> None:
