@@ -304,9 +304,10 @@ class Graph:
         return sum(counts)  # type: ignore[arg-type]
 
     # ---- control ------------------------------------------------------
-    def add_source(self, name: str, entry: dict) -> None:
-        """Adds an input while the graph runs: ``entry`` is a source entry (``kind`` and
-        its keys) and ``name`` its source id; per-source outputs open at its first frame.
+    def add_source(self, name: str, entry: str | dict) -> None:
+        """Adds an input while the graph runs: ``entry`` is an input as ``--source`` takes
+        it or a source entry (``kind`` and its keys), ``name`` its source id; per-source
+        outputs open at its first frame.
 
         Raises:
             ConfigError: the graph has no source group (``kind: sources``), the name is
