@@ -214,15 +214,7 @@ class YolactEdgeDetector(ModelStage):
         """``infer`` on several frames, in rounds of at most one frame per source (a
         source's next frame may warp from this one): per round, one call for its keyframes
         and one for its non-keyframes, each bringing its own source's state."""
-        rounds: list[list[Frame]] = []
-        seen: dict[str, int] = {}
-        for frame in frames:
-            turn = seen.get(frame.source_id, 0)
-            seen[frame.source_id] = turn + 1
-            if turn == len(rounds):
-                rounds.append([])
-            rounds[turn].append(frame)
-        for group in rounds:
+        for group in self.rounds(frames):
             self._infer_round(group)
         return frames
 
@@ -284,7 +276,11 @@ class YolactEdgeDetector(ModelStage):
             tracker = self.trackers.setdefault(frame.source_id, IoUTracker())
             track_ids = tracker.update(boxes, classes, scores)
         frame.results[self.name] = Detections(
-            boxes, scores, classes, track_ids=track_ids, masks=found.masks,
+            boxes,
+            scores,
+            classes,
+            track_ids=track_ids,
+            masks=found.masks,
             class_names=raw.class_names,
         )
         return frame

@@ -131,6 +131,21 @@ class ModelStage(Stage):
             groups.setdefault(key, []).append(i)
         return list(groups.values())
 
+    @staticmethod
+    def rounds(frames: list[Frame]) -> list[list[Frame]]:
+        """``frames`` (several sources, each source's in order) in rounds of at most one frame
+        per source, each source's frames in successive rounds: what a video model whose next
+        frame reads this one's state (keyframe features, a pyramid) can run together."""
+        rounds: list[list[Frame]] = []
+        seen: dict[str, int] = {}
+        for frame in frames:
+            turn = seen.get(frame.source_id, 0)
+            seen[frame.source_id] = turn + 1
+            if turn == len(rounds):
+                rounds.append([])
+            rounds[turn].append(frame)
+        return rounds
+
     def infer_batch(self, frames: list[Frame]) -> list[Frame | None]:
         """``infer`` on several frames (any sources, each source's in order) with one network
         call where their shapes allow; a family that batches overrides this."""

@@ -406,15 +406,7 @@ class VPSNetSegmenter(ModelStage):
         most one frame per source (a source's next frame fuses this one's pyramid): per round
         and input size, one call for the first frames and one for the later ones, each frame
         bringing its own video's pyramid and flow."""
-        rounds: list[list[Frame]] = []
-        seen: dict[str, int] = {}
-        for frame in frames:
-            turn = seen.get(frame.source_id, 0)
-            seen[frame.source_id] = turn + 1
-            if turn == len(rounds):
-                rounds.append([])
-            rounds[turn].append(frame)
-        for group in rounds:
+        for group in self.rounds(frames):
             self._infer_round(group)
         return frames
 

@@ -39,6 +39,22 @@ class GraphSpec:
     max_shapes: tuple[tuple[int, ...], ...] | None = None
     opset: int = 17
 
+    @classmethod
+    def any_batch(
+        cls,
+        inputs: tuple[str, ...],
+        outputs: tuple[str, ...],
+        example: tuple[tuple[int, ...], ...],
+        max_batch: int,
+    ) -> GraphSpec:
+        """A graph of fixed shapes but for the batch (axis 0 of every input and output),
+        which engines accept from 1 to ``max_batch``; ``example`` at batch 1."""
+        return cls(
+            inputs, outputs, example,
+            dynamic={name: {0: "batch"} for name in (*inputs, *outputs)},
+            max_shapes=tuple((max_batch, *shape[1:]) for shape in example),
+        )  # fmt: skip
+
     def profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """``{input: (min, opt, max) shape}`` for an engine's optimisation profile."""
         lows = self.min_shapes or self.example

@@ -111,28 +111,9 @@ def graph_specs(channels: int, height: int, width: int) -> tuple[GraphSpec, Grap
     """
     # P6 is P5 max-pooled with stride 2: ceil(H / 64)
     levels = [(1, channels, -(-height // s), -(-width // s)) for s in (4, 8, 16, 32, 64)]
-    first_example = ((1, 3, height, width),)
-    first = GraphSpec(
-        inputs=("images",),
-        outputs=OUTPUTS,
-        example=first_example,
-        dynamic=_batch_axes(("images", *OUTPUTS)),
-        max_shapes=_batched(first_example),
-    )
-    next_example = ((1, 3, height, width), *levels, (1, 2, height, width))
-    following = GraphSpec(
-        inputs=("images", *REFERENCE, "flow"),
-        outputs=OUTPUTS,
-        example=next_example,
-        dynamic=_batch_axes(("images", *REFERENCE, "flow", *OUTPUTS)),
-        max_shapes=_batched(next_example),
-    )
+    first = GraphSpec.any_batch(("images",), OUTPUTS, ((1, 3, height, width),), MAX_BATCH)
+    following = GraphSpec.any_batch(
+        ("images", *REFERENCE, "flow"), OUTPUTS,
+        ((1, 3, height, width), *levels, (1, 2, height, width)), MAX_BATCH,
+    )  # fmt: skip
     return first, following
-
-
-def _batch_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
-    return {name: {0: "batch"} for name in names}
-
-
-def _batched(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-    return tuple((MAX_BATCH, *shape[1:]) for shape in shapes)

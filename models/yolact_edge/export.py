@@ -74,28 +74,8 @@ def graph_specs(size: int = MAX_SIZE, video: bool = True) -> tuple[GraphSpec, Gr
     """
     p3, p4, p5 = level_sizes(size, size)[:3]
     key_outputs = (*HEAD_OUTPUTS, *STATE) if video else HEAD_OUTPUTS
-    key_example = ((1, 3, size, size),)
-    key = GraphSpec(
-        inputs=("x",),
-        outputs=key_outputs,
-        example=key_example,
-        dynamic=_batch_axes(("x", *key_outputs)),
-        max_shapes=_batched(key_example),
-    )
+    key = GraphSpec.any_batch(("x",), key_outputs, ((1, 3, size, size),), MAX_BATCH)
     non_key_example = ((1, 3, size, size), (1, 256, *p4), (1, 256, *p5), (1, 64, *p3))
-    non_key = GraphSpec(
-        inputs=("x", *STATE),
-        outputs=(*HEAD_OUTPUTS, "motion"),
-        example=non_key_example,
-        dynamic=_batch_axes(("x", *STATE, *HEAD_OUTPUTS, "motion")),
-        max_shapes=_batched(non_key_example),
-    )
+    non_key = GraphSpec.any_batch(("x", *STATE), (*HEAD_OUTPUTS, "motion"), non_key_example,
+                                  MAX_BATCH)  # fmt: skip
     return key, non_key
-
-
-def _batch_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
-    return {name: {0: "batch"} for name in names}
-
-
-def _batched(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-    return tuple((MAX_BATCH, *shape[1:]) for shape in shapes)
