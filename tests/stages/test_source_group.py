@@ -213,3 +213,32 @@ def test_a_config_lists_inputs_as_the_command_line_does(tmp_path) -> None:
     assert mapped.inputs["a"].source.source_id == "a"
     with pytest.raises(ConfigError, match="given twice"):
         SourceGroup([f"x={clip}", f"x={clip}"])
+
+
+def test_every_source_kind_runs_in_one_group(tmp_path) -> None:
+    import cv2
+    import numpy as np
+
+    from tests.conftest import write_video
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(shots / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    clip = write_video(tmp_path / "clip.mp4", count=5)
+    group = SourceGroup({
+        "file": str(clip),
+        "paced": {"kind": "file", "path": str(clip), "realtime": True},
+        "images": str(shots),
+        "synthetic": "synthetic:64x48",
+        "scene": {"kind": "scene", "frames": 4, "width": 64, "height": 64},
+    })  # fmt: skip
+    group.inputs["synthetic"].source.count = 6  # a finite test pattern
+    sink = Slow()
+    graph = run_group(group, sink)
+    assert graph.report.error is None
+    counts = {name: sum(1 for s, _ in sink.seen if s == name) for name in group.inputs}
+    paced = counts.pop("paced")  # live: a frame may drop if the graph fell 66 ms behind
+    assert counts == {"file": 5, "images": 3, "synthetic": 6, "scene": 4} and 3 <= paced <= 5
+    assert group.live  # the paced file makes the group live (its queue drops, not blocks)
+    assert sorted(name for name, _ in sink.ended) == sorted(group.inputs)
