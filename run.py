@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -41,6 +42,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--serve", help="also serve the output over RTSP, e.g. rtsp://127.0.0.1:8554/live"
+    )
+    parser.add_argument(
+        "--api",
+        metavar="HOST:PORT",
+        help="service mode: a control API, /metrics and a web page on HOST:PORT; keeps "
+        "running when sources end, until Ctrl-C / SIGTERM",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=os.environ.get("FRAMEGRAPH_API_TOKEN"),
+        help="bearer token the API's changing calls need (default: $FRAMEGRAPH_API_TOKEN)",
+    )
+    parser.add_argument(
+        "--api-insecure", action="store_true", help="serve beyond this machine without a token"
     )
     parser.add_argument("--device", help="where models run: cpu, cuda, cuda:N")
     parser.add_argument("--max-frames", type=int, help="stop after N frames per source")
@@ -108,6 +123,16 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
                     raise ConfigError("--realtime and --loop apply to file sources only")
                 one["realtime"] = one.get("realtime") or args.realtime
                 one["loop"] = one.get("loop") or args.loop
+    if args.api is not None:  # a service: inputs come and go, the page shows every one
+        for entry in source_entries[:1]:
+            if entry.get("kind") != "sources":
+                keep = {k: entry.pop(k) for k in ("name", "queue", "on_error") if k in entry}
+                name = entry.pop("source_id", None) or _input_name(entry)
+                single = dict(entry)
+                entry.clear()
+                entry.update(keep | {"kind": "sources", "sources": {name: single}})
+            entry["keep_open"] = True
+        _attach_sink(stages, "web", {})
     if args.output is not None:
         _set_output(stages, args.output)
     if args.serve is not None:
@@ -139,6 +164,14 @@ def _set_parameter(raw: dict[str, Any], assignment: str) -> None:
         names = [e.get("name") for e in raw["stages"] if isinstance(e, dict)]
         raise ConfigError(f"--set {assignment}: no stage named {name!r} (stages: {names})")
     entries[0][key] = value
+
+
+def _input_name(entry: dict[str, Any]) -> str:
+    """A readable source id for a config's single source entry."""
+    from stages.sources import readable_id
+
+    where = entry.get("url") or entry.get("path") or entry.get("device") or entry.get("kind")
+    return readable_id(str(where))
 
 
 def _is_kind_of(entry: Any, base: type) -> bool:
@@ -194,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     parse_config(raw, origin)  # report mistakes in the file itself before overriding
     config = parse_config(apply_overrides(raw, args), origin)
     graph = build_graph(config)
+    server = _start_api(args, graph) if args.api is not None else None
     if "torch" in sys.modules:
         import torch
 
@@ -217,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
+        if server is not None:
+            server.stop()
     if any(stage.processed for stage in report.metrics.stages.values()):
         print(report.metrics.table(), file=sys.stderr)
     if config.pipeline.metrics_json:
@@ -224,6 +260,20 @@ def run(args: argparse.Namespace) -> int:
     if report.error is not None:
         raise report.error
     return EXIT_INTERRUPTED if report.interrupted else 0
+
+
+def _start_api(args: argparse.Namespace, graph: Any) -> Any:
+    """The service's HTTP server, started beside the graph (before its stages open, so
+    ``/healthz`` answers while models load)."""
+    from service.app import check_exposure, create_app, parse_bind
+    from service.server import ApiServer
+
+    host, port = parse_bind(args.api)
+    check_exposure(host, args.api_token, args.api_insecure)
+    server = ApiServer(create_app(graph, args.api_token), host, port)
+    server.start()
+    log.warning("serving the API and the page on %s", server.url)
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:

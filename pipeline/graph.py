@@ -193,6 +193,8 @@ class Graph:
         self._stop_requested_at: float | None = None
         self._aborted = False
         self.interrupted = False
+        self.ready = threading.Event()
+        """Set once every stage has opened (models loaded) and frames flow."""
 
     # ---- construction -------------------------------------------------
     def _topological_order(self) -> list[_Node]:
@@ -314,18 +316,24 @@ class Graph:
                 taken, or the entry is wrong.
             FrameGraphError: the input cannot be opened.
         """
-        self._source_group().add_source(name, entry)
+        self.source_group().add_source(name, entry)
 
     def remove_source(self, name: str) -> None:
         """Ends an input while the graph runs: its queued frames still go out, then its
         per-source outputs are finalised and the stages free its state.
 
         Raises:
-            ConfigError: no source group, or no running input of that name.
+            ConfigError: no source group, or no input of that name (one that has already
+                ended is forgotten).
         """
-        self._source_group().remove_source(name)
+        self.source_group().remove_source(name)
 
-    def _source_group(self) -> Any:  # a stages.sources.group.SourceGroup (pipeline knows none)
+    def source_group(self) -> Any:  # a stages.sources.group.SourceGroup (pipeline knows none)
+        """The graph's source group (``kind: sources``), whose inputs can change.
+
+        Raises:
+            ConfigError: the graph has none.
+        """
         for node in self.order:
             if node.is_source and hasattr(node.stage, "add_source"):
                 return node.stage
@@ -384,6 +392,7 @@ class Graph:
                         f"opening stage {node.name!r} failed: {type(error).__name__}: {error}"
                     ) from error
             self.metrics.started = time.monotonic()
+            self.ready.set()
             for node in self.order:
                 if node.is_source:
                     targets = [self._run_source]

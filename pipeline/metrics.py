@@ -21,6 +21,23 @@ import numpy as np
 from pipeline.edges import Edge
 
 WINDOW = 10_000
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the cumulative latency histograms (Prometheus-style)."""
+
+
+@dataclass
+class Histogram:
+    """Counts of every observation since the start, per bucket of :data:`LATENCY_BUCKETS`
+    (the last count: above them all), and their sum: what a Prometheus histogram exports."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float, times: int = 1) -> None:
+        index = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b),
+                     len(LATENCY_BUCKETS))  # fmt: skip
+        self.counts[index] += times
+        self.total += seconds * times
 
 
 def _ms(value: float) -> str:
@@ -51,6 +68,8 @@ class StageMetrics:
     """Live state the stage reports (e.g. a stream's connection state)."""
     part_of: str | None = None
     """For one part of a stage that runs as parts: that stage's name."""
+    histogram: Histogram = field(default_factory=Histogram)
+    """Every frame's latency since the start (``latencies`` keeps a recent window)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, seconds: float, frames: int = 1) -> None:
@@ -60,6 +79,7 @@ class StageMetrics:
             self.processed += frames
             self.busy_s += seconds
             self.latencies.extend([seconds] * frames)
+            self.histogram.observe(seconds, frames)
 
 
 @dataclass
@@ -71,6 +91,10 @@ class SourceMetrics:
     e2e: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
     first: float | None = None
     last: float | None = None
+    histogram: Histogram = field(default_factory=Histogram)
+    """Every frame's end-to-end latency since the start (at ``terminal``)."""
+    terminal: str = ""
+    """The terminal stage the histogram counts at (the first one the source reached)."""
 
     @property
     def frames(self) -> int:
@@ -118,6 +142,9 @@ class Metrics:
             source = self.sources.setdefault(source_id, SourceMetrics())
             source.outputs[terminal] = source.outputs.get(terminal, 0) + 1
             source.e2e.append((now, now - capture_time))
+            source.terminal = source.terminal or terminal
+            if terminal == source.terminal:  # a frame fanned out to several sinks counts once
+                source.histogram.observe(now - capture_time)
             source.first = now if source.first is None else source.first
             source.last = now
 

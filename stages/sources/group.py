@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.config import build_stage, register
 from pipeline.errors import ConfigError, FrameGraphError, StageError
@@ -29,17 +30,21 @@ from pipeline.frame import Frame, SourceEnded
 from pipeline.stage import Source
 
 log = logging.getLogger("framegraph")
+CLOSE_WAIT_S = 10.0
+"""How long closing the group waits for each input's thread to leave its read."""
 
 
 class _Input:
     """One input of the group: its source, queue and thread."""
 
-    def __init__(self, name: str, source: Source, capacity: int) -> None:
+    def __init__(self, name: str, source: Source, capacity: int, origin: str = "") -> None:
         self.name, self.source, self.capacity = name, source, capacity
+        self.origin = origin  # what it reads, without credentials
         self.queue: deque[Frame] = deque()
         self.thread: threading.Thread | None = None
         self.ended = False  # its thread finished (or it was removed)
         self.announced = False  # its SourceEnded went out
+        self.closed = False  # its source was closed (by its own thread, once done reading)
         self.removed = False
         self.error: FrameGraphError | None = None
         self.frames = 0
@@ -90,7 +95,7 @@ class SourceGroup(Source):
         for name, entry in _entries(sources).items():
             self.inputs[name] = self._build(name, entry)
         self.live = any(i.live for i in self.inputs.values())
-        self._retired: list[_Input] = []  # replaced by a new input of their name, not yet announced
+        self._retired: list[_Input] = []  # forgotten or replaced: still to announce and close
         self._cond = threading.Condition()
         self._running = False
         self._stopping = False
@@ -106,7 +111,8 @@ class SourceGroup(Source):
         if not isinstance(source, Source):
             raise ConfigError(f"sources: {name}: {entry['kind']!r} is not a source kind")
         source.name = name
-        return _Input(name, source, self.capacity)
+        where = entry.get("url") or entry.get("path") or entry.get("device") or entry["kind"]
+        return _Input(name, source, self.capacity, public(str(where)))
 
     # ---- life cycle ---------------------------------------------------
     def open(self) -> None:
@@ -121,11 +127,24 @@ class SourceGroup(Source):
             raise
 
     def close(self) -> None:
-        for item in self.inputs.values():
-            try:
-                item.source.close()
-            except Exception as error:  # one input's close must not hide the others'
-                log.error("sources: closing %s: %s", item.name, error)
+        self.request_stop()
+        for item in [*self._retired, *self.inputs.values()]:
+            if item.thread is None:  # never started: nobody reads it
+                self._close(item)
+                continue
+            item.thread.join(CLOSE_WAIT_S)
+            if item.thread.is_alive():  # closing under a read would crash the decoder
+                log.warning("sources: %s is still reading; left open", item.name)
+
+    @staticmethod
+    def _close(item: _Input) -> None:
+        if item.closed:
+            return
+        item.closed = True
+        try:
+            item.source.close()
+        except Exception as error:  # one input's close must not hide the others'
+            log.error("sources: closing %s: %s", item.name, error)
 
     def expected_frames(self) -> int | None:
         counts = [i.source.expected_frames() for i in self.inputs.values()]
@@ -142,7 +161,12 @@ class SourceGroup(Source):
         with self._cond:
             return {
                 "inputs": {
-                    name: {"frames": i.frames, "drops": i.drops, "state": i.state()}
+                    name: {
+                        "frames": i.frames,
+                        "drops": i.drops,
+                        "state": i.state(),
+                        "url": i.origin,
+                    }
                     for name, i in self.inputs.items()
                 }
             }
@@ -163,7 +187,7 @@ class SourceGroup(Source):
         item.source.open()
         with self._cond:
             old = self.inputs.get(name)
-            if old is not None and not old.announced:
+            if old is not None:  # closed with the group (its thread may still be reading)
                 self._retired.append(old)
             self.inputs[name] = item
             self.live = self.live or item.live
@@ -173,16 +197,20 @@ class SourceGroup(Source):
 
     def remove_source(self, name: str) -> None:
         """Ends an input now: what it has queued still goes out, then its end marker
-        (its outputs are finalised downstream); a read it is stuck in is abandoned.
+        (its outputs are finalised downstream); a read it is stuck in is abandoned. An input
+        that has already ended is forgotten (no longer listed).
 
         Raises:
-            ConfigError: no running input has that name.
+            ConfigError: no input has that name.
         """
         with self._cond:
             item = self.inputs.get(name)
-            if item is None or item.ended:
-                known = [n for n, i in self.inputs.items() if not i.ended]
-                raise ConfigError(f"sources: no running input named {name!r} (running: {known})")
+            if item is None:
+                raise ConfigError(f"sources: no input named {name!r} (inputs: {list(self.inputs)})")
+            if item.ended:  # already over: forgotten (its end went out or will)
+                self._retired.append(item)
+                del self.inputs[name]
+                return
             item.removed = item.ended = True
             self._cond.notify_all()
         item.source.request_stop()
@@ -221,6 +249,7 @@ class SourceGroup(Source):
         finally:
             if item.error is not None:
                 log.error("sources: %s ended: %s (the other inputs go on)", item.name, item.error)
+            self._close(item)  # its own thread: no read can be under way
             with self._cond:
                 item.ended = True
                 self._cond.notify_all()
@@ -248,8 +277,8 @@ class SourceGroup(Source):
     def _next(self, turn: int) -> tuple[Frame | SourceEnded | None, int]:
         """The next item in round-robin order (under the lock): a queued frame of the input
         whose turn it is, or the end of an input that has ended with nothing queued."""
-        self._retired = [i for i in self._retired if not i.announced]
-        items = self._retired + list(self.inputs.values())
+        self._retired = [i for i in self._retired if not (i.announced and i.closed)]
+        items = [i for i in self._retired if not i.announced] + list(self.inputs.values())
         for k in range(len(items)):
             item = items[(turn + k) % len(items)]
             if item.queue:
@@ -268,6 +297,17 @@ class SourceGroup(Source):
             item = self.inputs.get(source_id)
         if item is not None and not item.ended:
             self.remove_source(source_id)
+
+
+def public(where: str) -> str:
+    """An input as others may see it: a URL without user, password, query or fragment
+    (tokens ride there), a path as it is."""
+    if "://" not in where:
+        return where
+    parts = urlsplit(where)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _entries(sources: list[str] | dict[str, Any] | None) -> dict[str, Any]:

@@ -64,6 +64,10 @@ def run_group(group: Source, sink: Sink, capacity: int = 8) -> Graph:
     return graph
 
 
+def group_of(graph: Graph) -> SourceGroup:
+    return graph.source_group()
+
+
 def count_frames(path: Path) -> int:
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(video=0))
@@ -158,7 +162,9 @@ def test_inputs_added_and_removed_while_running_open_and_finalise_their_outputs(
         graph.remove_source("cam1")
         assert wait_until(lambda: "cam1" in video.finished, 20)
         assert count_frames(tmp_path / "cam1.mp4") >= before > 0
-        with pytest.raises(ConfigError, match="no running input named 'cam1'"):
+        graph.remove_source("cam1")  # over: forgotten
+        assert "cam1" not in group_of(graph).status()["inputs"]
+        with pytest.raises(ConfigError, match="no input named 'cam1'"):
             graph.remove_source("cam1")
         graph.add_source("cam1", synthetic(4))  # the name is free again: a new file
         assert wait_until(lambda: video.finished.count("cam1") == 2, 20)

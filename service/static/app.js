@@ -1,0 +1,83 @@
+// FrameGraph's page: one tile per stream (its live view, state, fps, latency), a form to
+// add a stream, a button to remove one, and the per-stage table; refreshed every second.
+"use strict";
+
+const tiles = document.getElementById("tiles");
+const message = document.getElementById("message");
+const fmt = (value, digits = 0) => (value === null || value === undefined ? "-" : value.toFixed(digits));
+
+function tile(stream) {
+  let element = document.getElementById(`tile-${stream.name}`);
+  if (!element) {
+    element = document.createElement("div");
+    element.className = "tile";
+    element.id = `tile-${stream.name}`;
+    element.dataset.name = stream.name;
+    const view = document.createElement("img");
+    view.className = "view";
+    view.alt = stream.name;
+    view.src = `/live/${encodeURIComponent(stream.name)}.mjpg`;
+    const info = document.createElement("div");
+    info.className = "info";
+    info.innerHTML = '<span class="name"></span><span class="state"></span>' +
+      '<span class="rate"></span><button class="remove">Remove</button>';
+    info.querySelector(".name").textContent = stream.name;
+    info.querySelector(".remove").addEventListener("click", () => remove(stream.name));
+    element.append(view, info);
+    tiles.append(element);
+  }
+  const state = element.querySelector(".state");
+  state.textContent = stream.state;
+  state.className = `state state-${stream.state}`;
+  element.querySelector(".rate").textContent =
+    `${fmt(stream.fps, 1)} fps, ${fmt(stream.e2e_p50_ms)} / ${fmt(stream.e2e_p95_ms)} ms`;
+  return element;
+}
+
+async function refresh() {
+  try {
+    const streams = await (await fetch("/api/streams")).json();
+    const shown = new Set();
+    for (const stream of streams) {
+      if (stream.state === "ended" && stream.frames === 0) continue;
+      shown.add(tile(stream).id);
+    }
+    for (const element of [...tiles.children]) {
+      if (!shown.has(element.id)) element.remove();
+    }
+    const stages = await (await fetch("/api/stages")).json();
+    const rows = Object.entries(stages).map(([name, s]) => {
+      const queue = s.queue ? `${s.queue.max_depth}/${s.queue.capacity}` : "-";
+      const drops = s.queue ? s.queue.drops : 0;
+      return `<tr><td>${name}</td><td>${s.kind}</td><td>${s.frames}</td><td>${fmt(s.fps, 1)}</td>` +
+        `<td>${fmt(s.p50_ms, 1)}</td><td>${fmt(s.p95_ms, 1)}</td><td>${queue}</td><td>${drops}</td>` +
+        `<td>${s.errors}</td></tr>`;
+    });
+    document.querySelector("#stages tbody").innerHTML = rows.join("");
+  } catch (error) {
+    message.textContent = `cannot reach the server: ${error}`;
+  }
+}
+
+async function remove(name) {
+  const response = await fetch(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" });
+  message.textContent = response.ok ? "" : (await response.json()).detail;
+  await refresh();
+}
+
+document.getElementById("add").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  message.textContent = "adding...";
+  const response = await fetch("/api/streams", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: form.get("name"), url: form.get("url") }),
+  });
+  message.textContent = response.ok ? "" : JSON.stringify((await response.json()).detail);
+  if (response.ok) event.target.reset();
+  await refresh();
+});
+
+refresh();
+setInterval(refresh, 1000);
