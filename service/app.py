@@ -8,7 +8,9 @@
 - ``DELETE /api/streams/{name}``: its outputs finalised, 204; 404 for no such input.
 - ``GET /api/stages``: per-stage metrics as in the end table. ``GET /metrics``: Prometheus.
 - ``GET /healthz``: the process serves; ``GET /readyz``: every stage opened (503 before).
-- ``GET /``: the web page; ``GET /live/{name}.mjpg``: a stream's annotated video as MJPEG.
+- ``GET /``: the web page; ``POST /webrtc/{name}`` (an SDP offer): a stream's annotated
+  video over WebRTC (``service.webrtc``); ``GET /live/{name}.mjpg``: the same as MJPEG, the
+  page's fallback.
 
 With a token, the mutating calls need ``Authorization: Bearer <token>`` (401 otherwise).
 """
@@ -16,13 +18,15 @@ With a token, the mutating calls need ``Authorization: Bearer <token>`` (401 oth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -32,6 +36,7 @@ from pipeline.graph import Graph
 from pipeline.metrics import json_safe
 from pipeline.per_source import PLACEHOLDER, PerSource, safe_name
 from service.prometheus import metrics_text
+from service.webrtc import WebRTCViews
 from stages.sinks.web import LiveHub, WebSink
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -55,10 +60,19 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
         graph: the graph, running or about to run in this process.
         token: when set, ``POST`` and ``DELETE`` need ``Authorization: Bearer <token>``.
     """
-    app = FastAPI(title="FrameGraph", summary="Cameras, stages and metrics of a running graph")
     group = graph.source_group()
     hub = next((n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)),
                LiveHub())  # fmt: skip
+    views = WebRTCViews(hub)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await views.close_all()  # every viewer's connection, so no socket outlives the app
+
+    app = FastAPI(title="FrameGraph", summary="Cameras, stages and metrics of a running graph",
+                  lifespan=lifespan)  # fmt: skip
+    app.state.views = views
 
     def authorised(authorization: str | None = Header(default=None)) -> None:
         if token is None:
@@ -161,6 +175,17 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
                        + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")  # fmt: skip
 
         return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame")
+
+    @app.post("/webrtc/{name}", status_code=201)
+    async def webrtc(name: str, request: Request) -> Response:
+        """WHEP-style: the body is the viewer's SDP offer, the answer comes back."""
+        if name not in hub.feeds and (name not in group.inputs or group.inputs[name].ended):
+            raise HTTPException(404, f"no live stream named {name!r}")
+        offer = (await request.body()).decode()
+        if "v=0" not in offer:
+            raise HTTPException(400, "the body must be an SDP offer (application/sdp)")
+        answer = await views.answer(name, offer)
+        return Response(answer, 201, media_type="application/sdp")
 
     @app.get("/")
     def page() -> FileResponse:

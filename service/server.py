@@ -20,7 +20,7 @@ class ApiServer:
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self.host, self.port = host, port
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 

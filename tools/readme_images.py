@@ -121,6 +121,60 @@ def translation_picture() -> Path:
     return target
 
 
+def service_picture() -> Path:
+    """docs/service_page.jpg: the service's web page, taken by headless Chromium (Debian's,
+    driven by Playwright) from a real run: the faces job serving two looped clips, each tile
+    playing its annotated stream over WebRTC."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = ROOT / "out" / "service"
+    job = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), str(ROOT / "configs" / "faces.yaml"),
+         "--source", f"door={ROOT / 'media' / 'faces.mp4'}",
+         "--source", f"street={ROOT / 'media' / 'pedestrians.mp4'}",
+         "--realtime", "--loop", "--output", str(out / "{source}.mp4"),
+         "--set", f"events.path={out / 'events.jsonl'}", "--serve", "rtsp://127.0.0.1:0/{source}",
+         "--api", f"127.0.0.1:{port}", "--no-progress"],
+        cwd=ROOT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    target = ROOT / "docs" / "service_page.jpg"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{url}/readyz") as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True,
+                args=["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1360, "height": 820})
+            page.goto(url)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('video')].filter(v => v.videoWidth > 0)"
+                ".length == 2", timeout=60000,
+            )  # fmt: skip
+            page.wait_for_timeout(4000)  # rates and the stage table filled in
+            page.screenshot(path=str(target), type="jpeg", quality=80)
+            browser.close()
+    finally:
+        job.send_signal(signal.SIGINT)
+        job.wait(60)
+    return target
+
+
 def main() -> None:
     for picture, (config, output, index) in JOBS.items():
         video = ROOT / output
@@ -137,6 +191,7 @@ def main() -> None:
         print(f"wrote {target.relative_to(ROOT)}")
     print(f"wrote {synthetic_picture().relative_to(ROOT)}")
     print(f"wrote {translation_picture().relative_to(ROOT)}")
+    print(f"wrote {service_picture().relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ function tile(stream) {
     element.className = "tile";
     element.id = `tile-${stream.name}`;
     element.dataset.name = stream.name;
-    const view = document.createElement("img");
+    const view = document.createElement("video");
     view.className = "view";
-    view.alt = stream.name;
-    view.src = `/live/${encodeURIComponent(stream.name)}.mjpg`;
+    view.autoplay = view.muted = view.playsInline = true;
+    watch(stream.name, view, element);
     const info = document.createElement("div");
     info.className = "info";
     info.innerHTML = '<span class="name"></span><span class="state"></span>' +
@@ -34,16 +34,54 @@ function tile(stream) {
   return element;
 }
 
+// WebRTC, WHEP-style: our offer goes to the server, its answer comes back; if no frame
+// arrives within a few seconds, the tile shows the MJPEG view instead.
+async function watch(name, video, element) {
+  const connection = new RTCPeerConnection();
+  element.connection = connection;
+  connection.addTransceiver("video", { direction: "recvonly" });
+  connection.ontrack = (event) => { video.srcObject = event.streams[0] || new MediaStream([event.track]); };
+  try {
+    await connection.setLocalDescription(await connection.createOffer());
+    await new Promise((resolve) => {
+      if (connection.iceGatheringState === "complete") return resolve();
+      connection.addEventListener("icegatheringstatechange", () => {
+        if (connection.iceGatheringState === "complete") resolve();
+      });
+      setTimeout(resolve, 2000);
+    });
+    const response = await fetch(`/webrtc/${encodeURIComponent(name)}`, {
+      method: "POST", headers: { "Content-Type": "application/sdp" },
+      body: connection.localDescription.sdp,
+    });
+    if (!response.ok) throw new Error(`answer: ${response.status}`);
+    await connection.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  } catch (error) {
+    console.warn("WebRTC failed, MJPEG instead:", error);
+  }
+  setTimeout(() => {
+    if (video.videoWidth > 0 || !element.isConnected) return;
+    connection.close();
+    const image = document.createElement("img");
+    image.className = "view";
+    image.alt = name;
+    image.src = `/live/${encodeURIComponent(name)}.mjpg`;
+    video.replaceWith(image);
+  }, 6000);
+}
+
 async function refresh() {
   try {
     const streams = await (await fetch("/api/streams")).json();
     const shown = new Set();
     for (const stream of streams) {
-      if (stream.state === "ended" && stream.frames === 0) continue;
+      if (stream.state === "ended") continue;  // the page shows what plays
       shown.add(tile(stream).id);
     }
     for (const element of [...tiles.children]) {
-      if (!shown.has(element.id)) element.remove();
+      if (shown.has(element.id)) continue;
+      if (element.connection) element.connection.close();
+      element.remove();
     }
     const stages = await (await fetch("/api/stages")).json();
     const rows = Object.entries(stages).map(([name, s]) => {

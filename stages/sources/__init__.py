@@ -17,8 +17,8 @@ def source_args_for(uri: str) -> dict[str, Any]:
     """Config entry (``kind`` + arguments) for a ``--source`` value.
 
     ``0`` or ``/dev/video0`` -> camera; ``scheme://...`` -> stream; a folder or a
-    glob -> images; ``synthetic`` or ``synthetic:WxH`` -> test pattern; anything
-    else -> file.
+    glob -> images; ``synthetic`` or ``synthetic:WxH`` -> test pattern (``synthetic:WxH@FPS``:
+    live at FPS, endless, like a camera); anything else -> file.
     """
     if uri.isdigit() or uri.startswith("/dev/video"):
         return {"kind": "camera", "device": uri}
@@ -28,8 +28,11 @@ def source_args_for(uri: str) -> dict[str, Any]:
     if uri == "synthetic" or uri.startswith("synthetic:"):
         args: dict[str, Any] = {"kind": "synthetic"}
         if ":" in uri:
-            width, height = uri.split(":", 1)[1].lower().split("x")
+            size, at, fps = uri.split(":", 1)[1].lower().partition("@")
+            width, height = size.split("x")
             args.update(width=int(width), height=int(height))
+            if at:  # a live camera: paced, endless
+                args.update(fps=float(fps), live=True, frames=None)
         return args
     if Path(uri).is_dir() or (glob.has_magic(uri) and not Path(uri).exists()):
         return {"kind": "images", "path": uri}

@@ -65,19 +65,25 @@ class LiveEncoder:
         context.options = options
         context.open()
         self._context = context
+        self._force_key = False
         self.sps: bytes | None = None
         self.pps: bytes | None = None
+
+    def request_keyframe(self) -> None:
+        """Makes the next frame a keyframe (a new viewer can start from it)."""
+        self._force_key = True
 
     def encode(self, image: np.ndarray, timestamp: int) -> list[AccessUnit]:
         """Encode a BGR uint8 [H, W, 3] image shown at ``timestamp`` (90 kHz)."""
         frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         frame.pts = timestamp
-        if (
+        if self._force_key or (
             self.key_ticks is not None
             and self._last_key is not None
             and timestamp - self._last_key >= self.key_ticks
         ):
             frame.pict_type = av.video.frame.PictureType.I
+            self._force_key = False
         units = self._units(self._context.encode(frame))
         for unit in units:
             if unit.keyframe:

@@ -1,0 +1,156 @@
+"""The web page in a real browser (Debian's chromium, driven by Playwright; nothing
+downloaded): a tile's <video> plays the stream over WebRTC, a stream added through the form
+gets a playing tile, removing it takes the tile away."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import build_graph, parse_config
+from service.app import create_app
+from service.server import ApiServer
+from tests.conftest import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(), reason="needs Debian's chromium (apt-get install chromium)"
+)
+PLAYING = """(name) => {
+  const video = document.querySelector(`#tile-${name} video`);
+  return video ? [video.videoWidth, video.currentTime] : [0, 0];
+}"""
+PIXELS = """(name) => {
+  const video = document.querySelector(`#tile-${name} video`);
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(video, 0, 0);
+  return Array.from(context.getImageData(0, 0, canvas.width, canvas.height / 4).data
+    .filter((_, i) => i % 97 === 0));
+}"""
+
+
+@pytest.fixture
+def page_url(tmp_path) -> Iterator[str]:
+    graph = build_graph(parse_config({"stages": [
+        {"name": "cams", "kind": "sources", "keep_open": True,
+         "sources": ["cam1=synthetic:320x240@25"]},
+        {"name": "web", "kind": "web"},
+    ]}))  # fmt: skip
+    server = ApiServer(create_app(graph), "127.0.0.1", free_port())
+    server.start()
+    runner = threading.Thread(target=graph.run)
+    runner.start()
+    try:
+        yield server.url
+    finally:
+        graph.stop()
+        runner.join(20)
+        server.stop()
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_the_page_plays_adds_and_removes_streams(page_url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.goto(page_url)
+            page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
+            width, start = page.evaluate(PLAYING, "cam1")
+            first = page.evaluate(PIXELS, "cam1")
+            page.wait_for_timeout(1000)
+            assert width == 320 and page.evaluate(PLAYING, "cam1")[1] > start + 0.5
+            assert page.evaluate(PIXELS, "cam1") != first  # the picture moves
+
+            page.fill("input[name=name]", "cam2")
+            page.fill("input[name=url]", "synthetic:160x120@25")
+            page.click("button[type=submit]")
+            page.wait_for_function(f"({PLAYING})('cam2')[0] > 0", timeout=15000)
+            assert page.evaluate(PLAYING, "cam2")[0] == 160
+
+            page.click("#tile-cam2 button.remove")
+            page.wait_for_selector("#tile-cam2", state="detached", timeout=10000)
+            assert page.evaluate(PLAYING, "cam1")[0] == 320  # the other one plays on
+        finally:
+            browser.close()
+
+
+def descendants(root: int, name: str) -> list[int]:
+    """Processes below ``root`` whose command name starts with ``name`` (from /proc)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+                names[int(entry.name)] = (entry / "comm").read_text().strip()
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        frontier += children
+        found += [pid for pid in children if names.get(pid, "").startswith(name)]
+    return found
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_a_killed_viewer_leaves_no_connection_or_encoder(tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    graph = build_graph(parse_config({"stages": [
+        {"name": "cams", "kind": "sources", "keep_open": True,
+         "sources": ["cam1=synthetic:320x240@25"]},
+        {"name": "web", "kind": "web"},
+    ]}))  # fmt: skip
+    app = create_app(graph)
+    server = ApiServer(app, "127.0.0.1", free_port())
+    server.start()
+    runner = threading.Thread(target=graph.run)
+    runner.start()
+
+    def encoders() -> list[threading.Thread]:  # this app's encoder threads still running
+        found = [e.thread for e in app.state.views.encoders.values()]
+        return [t for t in found if t is not None and t.is_alive()]
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True,
+                args=["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns"],
+            )  # fmt: skip
+            page = browser.new_page()
+            page.goto(server.url)
+            page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
+            assert len(app.state.views.connections) == 1 and len(encoders()) == 1
+            for pid in descendants(os.getpid(), "chrom"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # no goodbye: the connection just goes quiet
+            deadline = time.monotonic() + 60  # ICE consent checks notice within ~30 s
+            while (app.state.views.connections or encoders()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not app.state.views.connections and not encoders()
+            with contextlib.suppress(Exception):
+                browser.close()
+    finally:
+        graph.stop()
+        runner.join(20)
+        server.stop()
