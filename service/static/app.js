@@ -16,7 +16,6 @@ function tile(stream) {
     const view = document.createElement("video");
     view.className = "view";
     view.autoplay = view.muted = view.playsInline = true;
-    watch(stream.name, view, element);
     const info = document.createElement("div");
     info.className = "info";
     info.innerHTML = '<span class="name"></span><span class="state"></span>' +
@@ -25,6 +24,7 @@ function tile(stream) {
     info.querySelector(".remove").addEventListener("click", () => remove(stream.name));
     element.append(view, info);
     tiles.append(element);
+    watch(stream.name, view, element);
   }
   const state = element.querySelector(".state");
   state.textContent = stream.state;
@@ -36,7 +36,10 @@ function tile(stream) {
 
 // WebRTC, WHEP-style: our offer goes to the server, its answer comes back; if no frame
 // arrives within a few seconds, the tile shows the MJPEG view instead.
+const forceMjpeg = new URLSearchParams(location.search).get("view") === "mjpeg";
+
 async function watch(name, video, element) {
+  if (forceMjpeg) return mjpeg(name, video);
   const connection = new RTCPeerConnection();
   element.connection = connection;
   connection.addTransceiver("video", { direction: "recvonly" });
@@ -62,12 +65,17 @@ async function watch(name, video, element) {
   setTimeout(() => {
     if (video.videoWidth > 0 || !element.isConnected) return;
     connection.close();
-    const image = document.createElement("img");
-    image.className = "view";
-    image.alt = name;
-    image.src = `/live/${encodeURIComponent(name)}.mjpg`;
-    video.replaceWith(image);
+    mjpeg(name, video);
   }, 6000);
+}
+
+// The fallback (and ?view=mjpeg): the stream as JPEGs over one HTTP response.
+function mjpeg(name, video) {
+  const image = document.createElement("img");
+  image.className = "view";
+  image.alt = name;
+  image.src = `/live/${encodeURIComponent(name)}.mjpg`;
+  video.replaceWith(image);
 }
 
 async function refresh() {
