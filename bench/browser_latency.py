@@ -12,7 +12,7 @@
   frames/s for each and the CPU time its process spent per frame (the browser decodes on
   the same 2 cores, so its cost is in the frames/s but not in the CPU figure).
 
-    python bench/browser.py [--samples 200] [--frames 750]
+    python bench/browser_latency.py [--samples 200] [--frames 750]
 """
 
 from __future__ import annotations
