@@ -45,7 +45,8 @@ class PerSource(Sink):
         self.kind = kind  # type: ignore[misc]
         self.args, self.make = args, make
         self.outputs: dict[str, Sink] = {}
-        self.finished: list[str] = []
+        self.finished: list[str] = []  # in the order they were finalised
+        self.left_at_close: list[str] = []  # still open when the graph closed
         self._lock = threading.Lock()
         make(self._args_for("check"))  # a mistake in the arguments fails when the graph is built
 
@@ -79,6 +80,7 @@ class PerSource(Sink):
             try:
                 sink.close()
                 self.finished.append(source_id)
+                self.left_at_close.append(source_id)
             except Exception as error:  # close every output before reporting
                 errors.append(error)
         if errors:
