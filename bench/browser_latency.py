@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rtsp_latency import BITS, BLOCK, StampTime  # noqa: E402
+from bench.rtsp_latency import BITS, BLOCK, StampTime, free_port  # noqa: E402
 from pipeline.graph import Graph, NodeSpec  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.server import ApiServer  # noqa: E402
@@ -125,14 +125,6 @@ def latency(samples: int) -> dict[str, list[float]]:
         runner.join(20)
         server.stop()
     return found
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

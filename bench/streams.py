@@ -30,17 +30,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.rtsp_latency import free_port  # noqa: E402
+
 CLIP = ROOT / "media" / "faces.mp4"  # 640x480, 250 frames at 25 fps
 CONFIG = ROOT / "configs" / "faces.yaml"
 LIVE_FPS = 25
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:

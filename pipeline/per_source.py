@@ -55,6 +55,12 @@ class PerSource(Sink):
         return {k: v.replace(PLACEHOLDER, name) if isinstance(v, str) else v
                 for k, v in self.args.items()}  # fmt: skip
 
+    def outputs_of(self, source_id: str) -> list[str]:
+        """Where ``source_id``'s output goes: its ``path`` / ``url`` with ``{source}`` filled."""
+        filled = self._args_for(source_id)
+        return [filled[k] for k in ("path", "url")
+                if isinstance(self.args.get(k), str) and PLACEHOLDER in self.args[k]]  # fmt: skip
+
     def write(self, frame: Frame) -> None:
         sink = self.outputs.get(frame.source_id)
         if sink is None:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from pipeline.errors import ConfigError, FrameGraphError
 from pipeline.graph import Graph
 from pipeline.metrics import json_safe
-from pipeline.per_source import PLACEHOLDER, PerSource, safe_name
+from pipeline.per_source import PerSource
 from service.prometheus import metrics_text
 from service.webrtc import WebRTCViews
 from stages.sinks.web import LiveHub, WebSink
@@ -85,14 +85,13 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
         return {n: STATE_NAMES.get(i["state"], i["state"]) for n, i in inputs.items()}
 
     def outputs(name: str) -> list[str]:
-        found = []
-        for node in graph.nodes.values():
-            if isinstance(node.stage, PerSource):
-                for key in ("path", "url"):
-                    value = node.stage.args.get(key)
-                    if isinstance(value, str) and PLACEHOLDER in value:
-                        found.append(value.replace(PLACEHOLDER, safe_name(name)))
-        return found
+        return [out for node in graph.nodes.values() if isinstance(node.stage, PerSource)
+                for out in node.stage.outputs_of(name)]  # fmt: skip
+
+    def require_live(name: str) -> None:
+        given = group.inputs.get(name)
+        if name not in hub.feeds and (given is None or given.ended):
+            raise HTTPException(404, f"no live stream named {name!r}")
 
     @app.get("/api/streams")
     def list_streams() -> list[dict[str, Any]]:
@@ -152,9 +151,7 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
 
     @app.get("/live/{name}.mjpg")
     async def mjpeg(name: str) -> StreamingResponse:
-        given = group.inputs.get(name)
-        if name not in hub.feeds and (given is None or given.ended):
-            raise HTTPException(404, f"no live stream named {name!r}")
+        require_live(name)
 
         async def parts():  # one JPEG per new frame; a slow viewer skips frames
             number = 0
@@ -179,8 +176,7 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
     @app.post("/webrtc/{name}", status_code=201)
     async def webrtc(name: str, request: Request) -> Response:
         """WHEP-style: the body is the viewer's SDP offer, the answer comes back."""
-        if name not in hub.feeds and (name not in group.inputs or group.inputs[name].ended):
-            raise HTTPException(404, f"no live stream named {name!r}")
+        require_live(name)
         offer = (await request.body()).decode()
         if "v=0" not in offer:
             raise HTTPException(400, "the body must be an SDP offer (application/sdp)")
