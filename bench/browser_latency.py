@@ -9,8 +9,10 @@
   same clock). Prints p50 / p95 per view, beside bench/rtsp_latency.py's RTSP figures.
 - viewers: the faces job (configs/faces.yaml on the bundled clip, looped, ``--api``) run to
   ``--frames`` frames with 0, 1 and 4 pages watching it over WebRTC; prints the pipeline's
-  frames/s for each and the CPU time its process spent per frame (the browser decodes on
-  the same 2 cores, so its cost is in the frames/s but not in the CPU figure).
+  frames/s for each and the CPU time its process spent per frame. Twice: sharing every
+  core with the browser (whose decoding of 4 videos then slows the pipeline as any other
+  program on the machine would), and pinned, the pipeline's process to CPU 0 and the
+  browser to the others, as when viewers watch from their own machines.
 
     python bench/browser_latency.py [--samples 200] [--frames 750]
 """
@@ -133,11 +135,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pipeline_fps(viewers: int, frames: int, folder: Path) -> tuple[float, float]:
+def pipeline_fps(viewers: int, frames: int, folder: Path, pin: bool) -> tuple[float, float]:
     """The faces job's frames/s over ``frames`` frames with ``viewers`` WebRTC pages open,
-    and the CPU milliseconds its process spent per frame (the browser's own not counted)."""
+    and the CPU milliseconds its process spent per frame (the browser's own not counted).
+    ``pin``: the job runs on CPU 0 only, the browser (and this process) on the others."""
     from playwright.sync_api import sync_playwright
 
+    every_cpu = os.sched_getaffinity(0)
+    job_cpus = {min(every_cpu)} if pin else every_cpu
     port = free_port()
     metrics = folder / f"metrics{viewers}.json"
     job = subprocess.Popen([
@@ -147,8 +152,10 @@ def pipeline_fps(viewers: int, frames: int, folder: Path) -> tuple[float, float]
         "--set", f"events.path={folder / 'events.jsonl'}",
         "--serve", f"rtsp://127.0.0.1:{free_port()}/{{source}}",
         "--api", f"127.0.0.1:{port}", "--metrics-json", str(metrics), "--no-progress",
-    ], stderr=subprocess.DEVNULL)  # fmt: skip
+    ], stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, job_cpus))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    if pin:  # the browser's processes inherit this process's CPUs
+        os.sched_setaffinity(0, every_cpu - job_cpus)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -173,6 +180,7 @@ def pipeline_fps(viewers: int, frames: int, folder: Path) -> tuple[float, float]
                     time.sleep(0.2)
             browser.close()
     finally:
+        os.sched_setaffinity(0, every_cpu)
         if job.poll() is None:
             job.send_signal(signal.SIGINT)
         job.wait(120)
@@ -191,13 +199,18 @@ def main() -> None:
         print(f"  {view:<7} p50 {statistics.median(values):6.1f}  p95 {cuts[18]:6.1f}  "
               f"({len(values)} frames)")  # fmt: skip
     print(f"\nfaces job, {args.frames} frames of the bundled clip (looped), WebRTC viewers:")
+    pinned = [False, True] if len(os.sched_getaffinity(0)) > 1 else [False]
     with tempfile.TemporaryDirectory() as tmp:
-        base = None
-        for viewers in (0, 1, 4):
-            fps, cpu_ms = pipeline_fps(viewers, args.frames, Path(tmp))
-            base = base or fps
-            print(f"  {viewers} viewers: {fps:6.1f} frames/s  {fps / base:5.2f}x   pipeline "
-                  f"process {cpu_ms:5.1f} CPU ms per frame")  # fmt: skip
+        for pin in pinned:
+            print("  pipeline on CPU 0, browser on the others" if pin else "  sharing every CPU")
+            base = one = None
+            for viewers in (0, 1, 4):
+                fps, cpu_ms = pipeline_fps(viewers, args.frames, Path(tmp), pin)
+                base = base or fps
+                one = fps if viewers == 1 else one
+                versus_one = f"  ({fps / one:4.2f}x of 1 viewer)" if viewers == 4 else ""
+                print(f"    {viewers} viewers: {fps:6.1f} frames/s  {fps / base:5.2f}x   pipeline "
+                      f"process {cpu_ms:5.1f} CPU ms per frame{versus_one}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 const tiles = document.getElementById("tiles");
 const message = document.getElementById("message");
+const tokenField = document.getElementById("token");
 const fmt = (value, digits = 0) => (value === null || value === undefined ? "-" : value.toFixed(digits));
 
 function tile(stream) {
@@ -105,9 +106,28 @@ async function refresh() {
   }
 }
 
+// Adding and removing need the server's token when it has one (401 without): the page then
+// shows a token field, keeps what is typed there for this tab only, and sends it as a Bearer.
+tokenField.value = sessionStorage.getItem("framegraph-token") || "";
+tokenField.hidden = !tokenField.value;
+tokenField.addEventListener("change", () => sessionStorage.setItem("framegraph-token", tokenField.value));
+
+async function mutate(url, options) {
+  const headers = { ...(options.headers || {}) };
+  if (tokenField.value) headers.Authorization = `Bearer ${tokenField.value}`;
+  const response = await fetch(url, { ...options, headers });
+  if (response.status === 401) {
+    tokenField.hidden = false;
+    tokenField.focus();
+    message.textContent = tokenField.value ? "wrong API token" : "this server needs its API token";
+  } else {
+    message.textContent = response.ok ? "" : JSON.stringify((await response.json()).detail);
+  }
+  return response;
+}
+
 async function remove(name) {
-  const response = await fetch(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" });
-  message.textContent = response.ok ? "" : (await response.json()).detail;
+  await mutate(`/api/streams/${encodeURIComponent(name)}`, { method: "DELETE" });
   await refresh();
 }
 
@@ -115,13 +135,14 @@ document.getElementById("add").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData(event.target);
   message.textContent = "adding...";
-  const response = await fetch("/api/streams", {
+  const response = await mutate("/api/streams", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ name: form.get("name"), url: form.get("url") }),
   });
-  message.textContent = response.ok ? "" : JSON.stringify((await response.json()).detail);
-  if (response.ok) event.target.reset();
+  if (response.ok) {  // not reset(): that would empty the token field too
+    for (const field of event.target.querySelectorAll("input[name]")) field.value = "";
+  }
   await refresh();
 });
 

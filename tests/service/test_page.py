@@ -36,14 +36,15 @@ PIXELS = """(name) => {
 }"""
 
 
-@pytest.fixture
-def page_url(tmp_path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(token: str | None = None) -> Iterator[str]:
+    """A service with one live synthetic camera, ``cam1``; yields its URL."""
     graph = build_graph(parse_config({"stages": [
         {"name": "cams", "kind": "sources", "keep_open": True,
          "sources": ["cam1=synthetic:320x240@25"]},
         {"name": "web", "kind": "web"},
     ]}))  # fmt: skip
-    server = ApiServer(create_app(graph), "127.0.0.1", free_port())
+    server = ApiServer(create_app(graph, token=token), "127.0.0.1", free_port())
     server.start()
     runner = threading.Thread(target=graph.run)
     runner.start()
@@ -55,9 +56,15 @@ def page_url(tmp_path) -> Iterator[str]:
         server.stop()
 
 
-@needs_chromium
-@pytest.mark.slow
-def test_the_page_plays_adds_and_removes_streams(page_url: str) -> None:
+@pytest.fixture
+def page_url() -> Iterator[str]:
+    with serving() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Headless Debian chromium through Playwright."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -66,26 +73,58 @@ def test_the_page_plays_adds_and_removes_streams(page_url: str) -> None:
             args=["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns"],
         )  # fmt: skip
         try:
-            page = browser.new_page()
-            page.goto(page_url)
-            page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
-            width, start = page.evaluate(PLAYING, "cam1")
-            first = page.evaluate(PIXELS, "cam1")
-            page.wait_for_timeout(1000)
-            assert width == 320 and page.evaluate(PLAYING, "cam1")[1] > start + 0.5
-            assert page.evaluate(PIXELS, "cam1") != first  # the picture moves
-
-            page.fill("input[name=name]", "cam2")
-            page.fill("input[name=url]", "synthetic:160x120@25")
-            page.click("button[type=submit]")
-            page.wait_for_function(f"({PLAYING})('cam2')[0] > 0", timeout=15000)
-            assert page.evaluate(PLAYING, "cam2")[0] == 160
-
-            page.click("#tile-cam2 button.remove")
-            page.wait_for_selector("#tile-cam2", state="detached", timeout=10000)
-            assert page.evaluate(PLAYING, "cam1")[0] == 320  # the other one plays on
+            yield browser
         finally:
             browser.close()
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_the_page_plays_adds_and_removes_streams(page_url: str) -> None:
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(page_url)
+        page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
+        width, start = page.evaluate(PLAYING, "cam1")
+        first = page.evaluate(PIXELS, "cam1")
+        page.wait_for_timeout(1000)
+        assert width == 320 and page.evaluate(PLAYING, "cam1")[1] > start + 0.5
+        assert page.evaluate(PIXELS, "cam1") != first  # the picture moves
+
+        page.fill("input[name=name]", "cam2")
+        page.fill("input[name=url]", "synthetic:160x120@25")
+        page.click("button[type=submit]")
+        page.wait_for_function(f"({PLAYING})('cam2')[0] > 0", timeout=15000)
+        assert page.evaluate(PLAYING, "cam2")[0] == 160
+
+        page.click("#tile-cam2 button.remove")
+        page.wait_for_selector("#tile-cam2", state="detached", timeout=10000)
+        assert page.evaluate(PLAYING, "cam1")[0] == 320  # the other one plays on
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_the_page_asks_for_the_token_of_a_server_that_has_one() -> None:
+    with serving(token="s3cret") as url, chromium() as browser:
+        page = browser.new_page()
+        page.goto(url)
+        assert not page.is_visible("#token")
+        page.fill("input[name=name]", "cam2")
+        page.fill("input[name=url]", "synthetic:160x120@25")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#token", state="visible", timeout=5000)
+        assert "token" in page.text_content("#message")
+        assert page.query_selector("#tile-cam2") is None  # refused: nothing added
+
+        page.fill("#token", "wrong")
+        page.click("button[type=submit]")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('wrong')")
+        page.fill("#token", "s3cret")
+        page.click("button[type=submit]")
+        page.wait_for_function(f"({PLAYING})('cam2')[0] > 0", timeout=15000)
+        assert page.input_value("input[name=name]") == ""
+        page.click("#tile-cam2 button.remove")  # the token is remembered
+        page.wait_for_selector("#tile-cam2", state="detached", timeout=10000)
 
 
 def descendants(root: int, name: str) -> list[int]:
