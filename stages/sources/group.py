@@ -101,8 +101,14 @@ class SourceGroup(Source):
         self._stopping = False
 
     def _build(self, name: str, entry: str | dict[str, Any]) -> _Input:
+        given = entry if isinstance(entry, str) else None  # shown as the user wrote it
         if isinstance(entry, str):
-            entry = _entries({name: entry})[name]
+            from stages.sources import source_args_for  # the package imports this module
+
+            try:
+                entry = source_args_for(entry)
+            except ValueError as error:
+                raise ConfigError(f"sources: {name}: {error}") from None
         if not isinstance(entry, dict) or "kind" not in entry:
             raise ConfigError(f"sources: {name}: expected a source entry with a 'kind'")
         args = {k: v for k, v in entry.items() if k != "kind"}
@@ -111,7 +117,7 @@ class SourceGroup(Source):
         if not isinstance(source, Source):
             raise ConfigError(f"sources: {name}: {entry['kind']!r} is not a source kind")
         source.name = name
-        where = entry.get("url") or entry.get("path") or entry.get("device") or entry["kind"]
+        where = given or next(entry[k] for k in ("url", "path", "device", "kind") if entry.get(k))
         return _Input(name, source, self.capacity, public(str(where)))
 
     # ---- life cycle ---------------------------------------------------
@@ -310,13 +316,13 @@ def public(where: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _entries(sources: list[str] | dict[str, Any] | None) -> dict[str, Any]:
-    """The group's ``sources`` as name -> source entry (strings read as ``--source`` does)."""
-    from stages.sources import named_sources, source_args_for
+def _entries(sources: list[str] | dict[str, Any] | None) -> dict[str, str | dict[str, Any]]:
+    """The group's ``sources`` as name -> ``--source`` string or source entry."""
+    from stages.sources import named_sources
 
     if isinstance(sources, list):
         try:
-            return {n: source_args_for(u) for n, u in named_sources(sources).items()}
+            return dict(named_sources(sources))
         except ValueError as error:
             raise ConfigError(f"sources: {error}") from None
-    return {n: source_args_for(e) if isinstance(e, str) else e for n, e in (sources or {}).items()}
+    return dict(sources or {})

@@ -87,6 +87,7 @@ def test_streams_are_listed_added_and_removed(service, tmp_path) -> None:
     assert client.post("/api/streams", json={"name": "cam2", "url": "synthetic:64x48"},
                        headers=AUTH).status_code == 201  # fmt: skip
     assert wait_until(lambda: streams(client)["cam2"]["frames"] > 0, 20)
+    assert streams(client)["cam2"]["url"] == "synthetic:64x48"  # as given
     taken = client.post("/api/streams", json={"name": "cam2", "url": "synthetic"}, headers=AUTH)
     assert taken.status_code == 409 and "cam2" in taken.json()["detail"]
     assert client.post("/api/streams", json={"name": "bad name!", "url": "x"},
