@@ -54,6 +54,7 @@ class Edge:
         if capacity < 1:
             raise ValueError(f"edge {name!r}: capacity must be >= 1, got {capacity}")
         self.name = name
+        self._asked_capacity = capacity
         self.policy = Policy(policy)
         self.capacity = 1 if self.policy is Policy.LATEST else capacity
         self.drops = 0
@@ -62,6 +63,14 @@ class Edge:
         self._frames = 0
         self._closed = False
         self._cond = threading.Condition()
+
+    def set_policy(self, policy: Policy) -> None:
+        """Changes the policy before any frame went through (``latest`` holds one frame)."""
+        with self._cond:
+            if self._items:
+                raise RuntimeError(f"edge {self.name!r}: policy changed while frames are queued")
+            self.policy = Policy(policy)
+            self.capacity = 1 if self.policy is Policy.LATEST else self._asked_capacity
 
     @property
     def depth(self) -> int:

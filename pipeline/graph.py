@@ -252,8 +252,6 @@ class Graph:
         upstream_of: dict[str, dict[str, set[type]]] = {}
         for node in self.order:
             ups = [self.nodes[u] for u in node.spec.inputs]
-            node.live = node.is_source and getattr(node.stage, "live", False)
-            node.live = node.live or any(u.live for u in ups)
             upstream: dict[str, set[type]] = {}
             for up in ups:
                 for name, kinds in upstream_of[up.name].items():
@@ -265,19 +263,28 @@ class Graph:
             key = node.spec.part_of or node.name  # where the node's results go
             upstream_of[node.name] = {**upstream, key: set(node.stage.produces)}
             if not node.is_source:
-                policy = node.spec.policy
-                if policy is None:
-                    fed_by_live_source = any(
-                        u.is_source and u.live and not u.stage.drops_itself  # type: ignore[attr-defined]
-                        for u in ups
-                    )
-                    policy = Policy.LATEST if fed_by_live_source else Policy.BLOCK
-                node.inbound = Edge(node.name, node.spec.capacity, policy)
+                node.inbound = Edge(node.name, node.spec.capacity, node.spec.policy or Policy.BLOCK)
                 for up in ups:
                     up.outputs.append(node.inbound)
             node.metrics = self.metrics.add_stage(
                 node.name, node.stage.kind, node.inbound, node.stage.status, node.spec.part_of
             )
+        self._settle_live()
+
+    def _settle_live(self) -> None:
+        """Which nodes see live input, and the default policy of each edge: ``latest`` right
+        after a live source, else ``block``. Again once the sources have opened, since a
+        network stream knows whether it is live or a finite recording only then."""
+        for node in self.order:
+            ups = [self.nodes[u] for u in node.spec.inputs]
+            live_source = node.is_source and bool(getattr(node.stage, "live", False))
+            node.live = live_source or any(u.live for u in ups)
+            if node.inbound is not None and node.spec.policy is None:
+                fed_by_live_source = any(
+                    u.is_source and u.live and not u.stage.drops_itself  # type: ignore[attr-defined]
+                    for u in ups
+                )
+                node.inbound.set_policy(Policy.LATEST if fed_by_live_source else Policy.BLOCK)
 
     @property
     def stage_names(self) -> list[str]:
@@ -391,6 +398,7 @@ class Graph:
                     raise StageError(
                         f"opening stage {node.name!r} failed: {type(error).__name__}: {error}"
                     ) from error
+            self._settle_live()
             self.metrics.started = time.monotonic()
             self.ready.set()
             for node in self.order:

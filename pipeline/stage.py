@@ -157,7 +157,9 @@ class Source(Stage):
     """A node that produces frames; the graph pulls ``frames()`` on its own thread.
 
     ``live`` sources (cameras, streams, paced files) produce at their own rate
-    whatever the graph does; the edges after them default to policy ``latest``.
+    whatever the graph does; the edges after them default to policy ``latest``. The graph
+    reads ``live`` again once the sources have opened (a network stream learns there
+    whether it is live or a finite recording).
     """
 
     live: bool = False

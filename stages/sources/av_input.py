@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import av
 import numpy as np
+
+log = logging.getLogger("framegraph")
 
 
 def to_bgr(frame: av.VideoFrame) -> np.ndarray:
@@ -26,3 +31,18 @@ def describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
+
+
+def decode_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, where: str
+) -> Iterator[av.VideoFrame]:
+    """The stream's frames, skipping packets that fail to decode (logged, naming ``where``).
+
+    Raises:
+        av.error.FFmpegError, OSError: reading the input failed (a truncation, a lost link).
+    """
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as error:
+            log.warning("%s: skipped a corrupt packet (%s)", where, describe(error))

@@ -14,7 +14,7 @@ from pipeline.config import register
 from pipeline.errors import SourceError
 from pipeline.frame import Frame
 from pipeline.stage import Source
-from stages.sources.av_input import describe, to_bgr
+from stages.sources.av_input import decode_frames, describe, to_bgr
 from stages.sources.pacing import Pacer
 
 log = logging.getLogger("framegraph")
@@ -119,11 +119,7 @@ class FileSource(Source):
     ) -> Iterator[av.VideoFrame]:
         """Decode frames, skipping corrupt packets and ending at a truncation."""
         try:
-            for packet in container.demux(stream):
-                try:
-                    yield from packet.decode()
-                except av.error.InvalidDataError as error:
-                    log.warning("%s: skipped a corrupt packet (%s)", self.path, describe(error))
+            yield from decode_frames(container, stream, str(self.path))
         except (av.error.FFmpegError, OSError) as error:
             log.warning("%s: stopped reading early: %s", self.path, describe(error))
 

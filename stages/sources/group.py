@@ -94,7 +94,6 @@ class SourceGroup(Source):
         self.inputs: dict[str, _Input] = {}
         for name, entry in _entries(sources).items():
             self.inputs[name] = self._build(name, entry)
-        self.live = any(i.live for i in self.inputs.values())
         self._retired: list[_Input] = []  # forgotten or replaced: still to announce and close
         self._cond = threading.Condition()
         self._running = False
@@ -119,6 +118,11 @@ class SourceGroup(Source):
         source.name = name
         where = given or next(entry[k] for k in ("url", "path", "device", "kind") if entry.get(k))
         return _Input(name, source, self.capacity, public(str(where)))
+
+    @property
+    def live(self) -> bool:  # type: ignore[override]
+        """Any of its inputs is live (a stream knows once it has opened)."""
+        return any(i.live for i in list(self.inputs.values()))
 
     # ---- life cycle ---------------------------------------------------
     def open(self) -> None:
@@ -196,7 +200,6 @@ class SourceGroup(Source):
             if old is not None:  # closed with the group (its thread may still be reading)
                 self._retired.append(old)
             self.inputs[name] = item
-            self.live = self.live or item.live
             if self._running:
                 self._start(item)
             self._cond.notify_all()

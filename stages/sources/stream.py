@@ -1,6 +1,16 @@
 """Network streams (rtsp, rtsps, http(s), hls, udp, rtmp, tcp, srt) through PyAV,
 with a stall watchdog and reconnection.
 
+Live or finite: ``live: auto`` takes RTSP, RTMP, SRT, UDP, TCP and RTP as live; an HTTP(S)
+input is a finite recording when its demuxer knows its duration (a file on a web server, a
+VOD HLS playlist, which FFmpeg gives a duration only when it has ``#EXT-X-ENDLIST``) and
+live otherwise (live HLS, MPEG-TS or MJPEG pushed over HTTP). A finite input plays like a
+file: each frame once, in order, with its own timestamps, the edges after it blocking; a
+transport error in the middle reconnects, seeks back to the last frame delivered (an HTTP
+range request underneath) and goes on after it, giving up after ``max_reconnects``
+attempts in a row that bring no new frame (5 unless set). The rest of this text is about
+live inputs.
+
 Connection states, shown live in metrics: ``connecting`` -> ``streaming`` ->
 (``reconnecting`` -> ``streaming``)* -> ``stopped``. The first connection must
 succeed within ``open_timeout`` (a wrong URL is an error, not an endless wait);
@@ -37,7 +47,7 @@ from pipeline.config import register
 from pipeline.errors import StreamError
 from pipeline.frame import Frame
 from pipeline.stage import Source
-from stages.sources.av_input import describe, to_bgr
+from stages.sources.av_input import decode_frames, describe, to_bgr
 
 log = logging.getLogger("framegraph")
 TIME_BASE = Fraction(1, 90_000)
@@ -53,6 +63,11 @@ FFmpeg's ``fflags=nobuffer`` the frames read during the probe were discarded, so
 every connection lost up to a whole GOP (measured on a local MPEG-TS stream)."""
 MAX_STEP = 1.0
 """Longest media-time step between two frames still taken as the frame interval."""
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp")
+"""Protocols that only carry live media; other inputs are finite when they have a duration."""
+FINITE_RECONNECTS = 5
+"""Attempts in a row without a new frame before a finite input gives up (``max_reconnects``
+unset): a recording that keeps failing at one place is an error, not a wait forever."""
 
 
 def redact(url: str) -> str:
@@ -109,27 +124,28 @@ class _Timeline:
 
 @register("stream")
 class StreamSource(Source):
-    """A live network stream.
+    """A network stream: live (a camera, live HLS) or finite (a file or VOD playlist over HTTP).
 
     Args:
         url: e.g. ``rtsp://cam/1``, ``http://host/live.m3u8``, ``udp://@:5000``.
+        live: ``auto`` decides when the stream opens (module doc); ``True`` / ``False`` say.
         transport: RTSP transport, ``tcp`` (default, survives NAT and loss) or ``udp``.
         low_latency: ask FFmpeg not to buffer (nobuffer, low_delay).
         open_timeout: seconds to wait for the first connection.
         read_timeout: seconds without data before the stream counts as stalled.
         reconnect: reopen a lost stream (else a loss ends the source).
-        max_reconnects: give up after this many failed attempts in a row (None = never).
+        max_reconnects: give up after this many failed attempts in a row (None: never on a
+            live input, ``FINITE_RECONNECTS`` on a finite one).
         backoff_initial: first wait before reconnecting, doubled per failure.
         backoff_max: longest wait between attempts.
         options: extra FFmpeg demuxer/protocol options.
         source_id: name in results and metrics (default: the URL without password).
     """
 
-    live = True
-
     def __init__(
         self,
         url: str,
+        live: Literal["auto", True, False] = "auto",
         transport: Literal["tcp", "udp"] = "tcp",
         low_latency: bool = True,
         open_timeout: float = 10.0,
@@ -142,6 +158,10 @@ class StreamSource(Source):
         source_id: str | None = None,
     ) -> None:
         self.url = url
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        self.decide_live = live == "auto" and scheme not in LIVE_SCHEMES
+        """Live or finite is learnt from the input when it opens."""
+        self.live = True if live == "auto" else bool(live)
         self.transport = transport
         self.low_latency = low_latency
         self.open_timeout = open_timeout
@@ -160,7 +180,7 @@ class StreamSource(Source):
         self._stop = threading.Event()
 
     def _av_options(self) -> dict[str, str]:
-        options = dict(LOW_LATENCY) if self.low_latency else {}
+        options = dict(LOW_LATENCY) if self.low_latency and self.live else {}
         if self.url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.transport
         options.update(self.options)
@@ -192,6 +212,27 @@ class StreamSource(Source):
         except StreamError:
             self.state = "stopped"
             raise
+        if self.decide_live:
+            self.live = self._container.duration is None
+            self.decide_live = False
+            log.info("stream %s is %s", redact(self.url), "live" if self.live else "finite")
+            if not self.live and self.low_latency:
+                # Opened with the short probe meant for live media, which leaves some inputs'
+                # frame rate unknown (HLS); a recording can afford the full one.
+                self._close_container()
+                self.open()
+
+    def expected_frames(self) -> int | None:
+        container = self._container
+        if self.live or container is None:
+            return None
+        stream = container.streams.video[0]
+        if stream.frames:
+            return stream.frames
+        rate = stream.average_rate or stream.guessed_rate
+        if container.duration is None or not rate:
+            return None
+        return round(container.duration / 1e6 * float(rate))
 
     def status(self) -> dict[str, object]:
         return {
@@ -204,6 +245,9 @@ class StreamSource(Source):
         self._stop.set()
 
     def frames(self) -> Iterator[Frame]:
+        if not self.live:
+            yield from self._recording()
+            return
         timeline = _Timeline()
         index = 0
         failures = 0  # reconnection attempts in a row that brought no frame
@@ -246,6 +290,75 @@ class StreamSource(Source):
                 failures += 1  # it opened, but is not back: a failed attempt
             self.state = "reconnecting"
 
+    def _recording(self) -> Iterator[Frame]:
+        """A finite input's frames: each once, in order, with its own timestamps."""
+        budget = FINITE_RECONNECTS if self.max_reconnects is None else self.max_reconnects
+        index = 0
+        last: int | None = None  # PTS of the last frame delivered, in the stream's time base
+        failures = 0  # reconnection attempts in a row that brought no new frame
+        while not self._stop.is_set():
+            if self._container is None:
+                self._container = self._reconnect(failures, budget)
+                if self._container is None:
+                    failures += 1
+                    continue
+                self._seek_before(last)
+            stream = self._container.streams.video[0]
+            time_base = Fraction(stream.time_base) if stream.time_base else TIME_BASE
+            step = max(round(1 / (Fraction(stream.average_rate or 25) * time_base)), 1)
+            fresh = False  # this connection brought a frame not delivered before
+            try:
+                for decoded in decode_frames(self._container, stream, redact(self.url)):
+                    pts = decoded.pts
+                    if pts is None:  # no timestamp: one frame interval after the last
+                        pts = 0 if last is None else last + step
+                    if last is not None and pts <= last:
+                        continue  # delivered before the connection was lost
+                    if not fresh:
+                        fresh, failures = True, 0
+                        self._connected(after_reconnect=index > 0)
+                    yield Frame(to_bgr(decoded), pts, time_base, index, self.source_id)
+                    index, last = index + 1, pts
+                    if self._stop.is_set():
+                        return
+                if index == 0:
+                    raise StreamError(f"no decodable video frame in {redact(self.url)}")
+                if self._at_end(stream, last, step) or not fresh:
+                    return  # the whole input, or a resumed one with nothing after the cut
+                log.warning("stream %s ended early", redact(self.url))
+            except (av.error.FFmpegError, OSError) as error:
+                if self._stop.is_set():
+                    return
+                log.warning("stream %s lost: %s", redact(self.url), describe(error))
+            finally:
+                self._close_container()
+            if not self.reconnect:
+                return  # what arrived went out, as from a truncated file
+            if not fresh:
+                failures += 1
+            self.state = "reconnecting"
+
+    def _seek_before(self, last: int | None) -> None:
+        """After a reconnection: to the keyframe at or before the last frame delivered (a
+        demuxer that cannot seek reads from the start; frames up to ``last`` are skipped)."""
+        if last is None or self._container is None:
+            return
+        stream = self._container.streams.video[0]
+        try:
+            self._container.seek(last, stream=stream, backward=True)
+        except (av.error.FFmpegError, OSError) as error:
+            log.info("stream %s: cannot seek (%s), reading from the start",
+                     redact(self.url), describe(error))  # fmt: skip
+
+    def _at_end(self, stream: av.video.stream.VideoStream, last: int | None, step: int) -> bool:
+        """The last frame delivered is the input's last one (by its duration)."""
+        container = self._container
+        if last is None or container is None or container.duration is None:
+            return True  # nothing tells where the end is: take the demuxer's word
+        start = container.start_time or 0
+        end = Fraction(start + container.duration, 1_000_000)  # seconds, AV_TIME_BASE
+        return (last + 2 * step) * Fraction(stream.time_base) >= end
+
     def _connected(self, after_reconnect: bool) -> None:
         """The connection delivered its first frame."""
         self.state = "streaming"
@@ -253,9 +366,12 @@ class StreamSource(Source):
             self.reconnects += 1
             log.warning("stream %s is back", redact(self.url))
 
-    def _reconnect(self, failures: int) -> av.container.InputContainer | None:
+    def _reconnect(
+        self, failures: int, budget: int | None = None
+    ) -> av.container.InputContainer | None:
         """One attempt after a backoff wait; None if it failed (or we are stopping)."""
-        if self.max_reconnects is not None and failures >= self.max_reconnects:
+        budget = self.max_reconnects if budget is None else budget
+        if budget is not None and failures >= budget:
             raise StreamError(
                 f"stream {redact(self.url)} lost and not back after {failures} attempts"
             )
