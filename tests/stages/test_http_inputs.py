@@ -6,6 +6,7 @@ one line; a live HLS playlist that keeps growing is live and reconnects after an
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from pipeline.edges import Policy
 from pipeline.errors import StreamError
 from stages.sources.stream import StreamSource
 from stages.sources.synthetic import read_counter
-from tests.conftest import ROOT, ffprobe_frame_count, read_video, wait_until
+from tests.conftest import ROOT, ffprobe_frame_count, free_port, read_video, wait_until
 from tests.stages.http_server import FolderServer, GrowingPlaylist
 from tests.stages.stream_server import encode_clip
 
@@ -32,7 +33,7 @@ FRAMES = 150  # 6 s at 25 fps, a keyframe every second
 
 @dataclass(frozen=True)
 class Recording:
-    folder: Path  # clip.mp4, vod/index.m3u8 (2 s segments), live/index*.ts (1 s segments)
+    folder: Path  # clip.mp4, big.mp4, vod/index.m3u8 (2 s segments), live/index*.ts (1 s)
 
     def times(self, name: str) -> list[float]:
         """The input's own frame times, read straight from the file."""
@@ -49,11 +50,14 @@ def ffmpeg(*args: str) -> None:
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     folder = tmp_path_factory.mktemp("recording")
     clip = encode_clip(folder / "clip.ts", seconds=FRAMES / 25)  # frame counters burned in
-    # The MP4 noisy and lossless (3.6 MB): big enough that FFmpeg reaches a point past the
-    # loopback socket's buffer with a range request rather than by reading on.
+    # As web pages serve MP4s: the index (moov) first, so a player reads straight through.
+    ffmpeg("-i", str(folder / "clip.ts"), "-c", "copy", "-movflags", "+faststart",
+           str(folder / "clip.mp4"))  # fmt: skip
+    # Noisy and lossless, 3.6 MB: big enough that FFmpeg reaches a point past the loopback
+    # socket's buffers with a range request rather than by reading on.
     lossless = ["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", "25", "-bf", "0"]
     ffmpeg("-i", str(folder / "clip.ts"), "-vf", "noise=alls=30:allf=t+u", *lossless,
-           str(folder / "clip.mp4"))  # fmt: skip
+           str(folder / "big.mp4"))  # fmt: skip
     for name, seconds, kind in (("vod", "2", ["-hls_playlist_type", "vod"]), ("live", "1", [])):
         (folder / name).mkdir()
         ffmpeg("-i", str(folder / "clip.ts"), "-c", "copy", "-f", "hls", "-hls_time", seconds,
@@ -146,12 +150,36 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def http_server(recording: Recording) -> Iterator[str]:
+    """``python -m http.server`` on the recording's folder, as a user would start it (no
+    range requests); yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(recording.folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        assert wait_until(lambda: port_open(port), 20)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.mark.parametrize("name", ["clip.mp4", "vod/index.m3u8"])
 def test_run_py_plays_a_recording_over_http_once_and_exits_0(
-    served: FolderServer, recording: Recording, tmp_path: Path, name: str
+    http_server: str, recording: Recording, tmp_path: Path, name: str
 ) -> None:
     out, metrics = tmp_path / "out.mp4", tmp_path / "metrics.json"
-    result = run_cli("--source", served.url(name), "--output", str(out),
+    result = run_cli("--source", http_server + name, "--output", str(out),
                      "--metrics-json", str(metrics))  # fmt: skip
     assert result.returncode == 0, result.stderr
     times, images, _ = read_video(out)
@@ -164,18 +192,18 @@ def test_run_py_plays_a_recording_over_http_once_and_exits_0(
 
 
 def test_a_cut_connection_resumes_where_it_stopped(recording: Recording) -> None:
-    size = (recording.folder / "clip.mp4").stat().st_size
+    size = (recording.folder / "big.mp4").stat().st_size
     server = FolderServer(recording.folder, cut_at=size // 2)
     try:
         # One connection reads the frames (no short probe opened first and left, whose
         # response the socket buffers could carry past the cut before it was closed).
-        source = StreamSource(server.url("clip.mp4"), backoff_initial=0.1, low_latency=False)
+        source = StreamSource(server.url("big.mp4"), backoff_initial=0.1, low_latency=False)
         frames = read_all(source)
     finally:
         server.stop()
     assert server.cut_count == 1 and source.status()["reconnects"] == 1
     assert counters([f.image for f in frames]) == list(range(FRAMES))  # each once, in order
-    assert [float(f.pts * f.time_base) for f in frames] == recording.times("clip.mp4")
+    assert [float(f.pts * f.time_base) for f in frames] == recording.times("big.mp4")
     # the new connection asked for the bytes from the keyframe before the cut (a range
     # request mid-file, at most a second = a sixth of the clip back), not for all again
     after_cut = [start for _, start, cuts in server.requests if cuts == 1]
@@ -185,11 +213,11 @@ def test_a_cut_connection_resumes_where_it_stopped(recording: Recording) -> None
 def test_a_recording_that_keeps_failing_gives_up_in_one_line(
     recording: Recording, tmp_path: Path
 ) -> None:
-    size = (recording.folder / "clip.mp4").stat().st_size
+    size = (recording.folder / "big.mp4").stat().st_size
     server = FolderServer(recording.folder, cut_at=size // 2, cuts=-1)
     out = tmp_path / "out.mp4"
     try:
-        result = run_cli("--source", server.url("clip.mp4"), "--output", str(out),
+        result = run_cli("--source", server.url("big.mp4"), "--output", str(out),
                          "--set", "source.max_reconnects=2",
                          "--set", "source.backoff_initial=0.1")  # fmt: skip
     finally:
@@ -207,10 +235,10 @@ def test_a_recording_that_keeps_failing_gives_up_in_one_line(
 def test_a_recording_ending_early_without_reconnect_keeps_what_arrived(
     recording: Recording,
 ) -> None:
-    size = (recording.folder / "clip.mp4").stat().st_size
+    size = (recording.folder / "big.mp4").stat().st_size
     server = FolderServer(recording.folder, cut_at=size // 2)
     try:
-        source = StreamSource(server.url("clip.mp4"), reconnect=False, low_latency=False)
+        source = StreamSource(server.url("big.mp4"), reconnect=False, low_latency=False)
         frames = read_all(source)
     finally:
         server.stop()
