@@ -245,87 +245,57 @@ class StreamSource(Source):
         self._stop.set()
 
     def frames(self) -> Iterator[Frame]:
-        if not self.live:
-            yield from self._recording()
-            return
-        timeline = _Timeline()
+        finite = not self.live
+        budget = self.max_reconnects
+        if finite and budget is None:
+            budget = FINITE_RECONNECTS
+        timeline = _Timeline()  # live: PTS rebased across connections
         index = 0
-        failures = 0  # reconnection attempts in a row that brought no frame
-        reconnected = False
-        while not self._stop.is_set():
-            if self._container is None:
-                self._container = self._reconnect(failures)
-                if self._container is None:
-                    failures += 1
-                    continue
-                reconnected = True
-            stream = self._container.streams.video[0]
-            time_base = stream.time_base
-            timeline.new_connection(stream.guessed_rate or stream.average_rate)
-            delivered = False
-            try:
-                for packet in self._container.demux(stream):
-                    for decoded in packet.decode():
-                        seconds = None
-                        if decoded.pts is not None and time_base is not None:
-                            seconds = float(decoded.pts * time_base)
-                        pts = timeline.stamp(seconds)
-                        if not delivered:
-                            delivered, failures = True, 0
-                            self._connected(reconnected)
-                        yield Frame(to_bgr(decoded), pts, TIME_BASE, index, self.source_id)
-                        index += 1
-                        if self._stop.is_set():
-                            return
-                log.warning("stream %s ended", redact(self.url))
-            except (av.error.FFmpegError, OSError) as error:
-                if self._stop.is_set():
-                    return
-                log.warning("stream %s lost: %s", redact(self.url), describe(error))
-            finally:
-                self._close_container()
-            if not self.reconnect:
-                return
-            if reconnected and not delivered:
-                failures += 1  # it opened, but is not back: a failed attempt
-            self.state = "reconnecting"
-
-    def _recording(self) -> Iterator[Frame]:
-        """A finite input's frames: each once, in order, with its own timestamps."""
-        budget = FINITE_RECONNECTS if self.max_reconnects is None else self.max_reconnects
-        index = 0
-        last: int | None = None  # PTS of the last frame delivered, in the stream's time base
+        last: int | None = None  # finite: PTS of the last frame delivered (stream time base)
         failures = 0  # reconnection attempts in a row that brought no new frame
+        reconnected = False
         while not self._stop.is_set():
             if self._container is None:
                 self._container = self._reconnect(failures, budget)
                 if self._container is None:
                     failures += 1
                     continue
-                self._seek_before(last)
+                reconnected = True
+                if finite:
+                    self._seek_before(last)
             stream = self._container.streams.video[0]
-            time_base = Fraction(stream.time_base) if stream.time_base else TIME_BASE
-            step = max(round(1 / (Fraction(stream.average_rate or 25) * time_base)), 1)
+            if finite:  # its own timestamps
+                time_base = Fraction(stream.time_base) if stream.time_base else TIME_BASE
+                step = max(round(1 / (Fraction(stream.average_rate or 25) * time_base)), 1)
+            else:
+                time_base = TIME_BASE
+                timeline.new_connection(stream.guessed_rate or stream.average_rate)
             fresh = False  # this connection brought a frame not delivered before
             try:
                 for decoded in decode_frames(self._container, stream, redact(self.url)):
-                    pts = decoded.pts
-                    if pts is None:  # no timestamp: one frame interval after the last
-                        pts = 0 if last is None else last + step
-                    if last is not None and pts <= last:
-                        continue  # delivered before the connection was lost
+                    if finite:
+                        pts = decoded.pts
+                        if pts is None:  # no timestamp: one frame interval after the last
+                            pts = 0 if last is None else last + step
+                        if last is not None and pts <= last:
+                            continue  # delivered before the connection was lost
+                    else:
+                        seconds = None
+                        if decoded.pts is not None and stream.time_base is not None:
+                            seconds = float(decoded.pts * stream.time_base)
+                        pts = timeline.stamp(seconds)
                     if not fresh:
                         fresh, failures = True, 0
-                        self._connected(after_reconnect=index > 0)
+                        self._connected(reconnected)
                     yield Frame(to_bgr(decoded), pts, time_base, index, self.source_id)
                     index, last = index + 1, pts
                     if self._stop.is_set():
                         return
-                if index == 0:
+                if finite and index == 0:
                     raise StreamError(f"no decodable video frame in {redact(self.url)}")
-                if self._at_end(stream, last, step) or not fresh:
+                if finite and (self._at_end(stream, last, step) or not fresh):
                     return  # the whole input, or a resumed one with nothing after the cut
-                log.warning("stream %s ended early", redact(self.url))
+                log.warning("stream %s ended%s", redact(self.url), " early" if finite else "")
             except (av.error.FFmpegError, OSError) as error:
                 if self._stop.is_set():
                     return
@@ -333,9 +303,9 @@ class StreamSource(Source):
             finally:
                 self._close_container()
             if not self.reconnect:
-                return  # what arrived went out, as from a truncated file
-            if not fresh:
-                failures += 1
+                return  # what arrived went out (of a recording: as from a truncated file)
+            if reconnected and not fresh:
+                failures += 1  # it opened, but is not back: a failed attempt
             self.state = "reconnecting"
 
     def _seek_before(self, last: int | None) -> None:
