@@ -7,6 +7,8 @@ from typing import Protocol
 
 import torch
 
+from models.cache import CacheError
+
 
 class BackendError(RuntimeError):
     """A backend could not be built or run (bad export, engine build failure, ...)."""
@@ -14,6 +16,12 @@ class BackendError(RuntimeError):
 
 class BackendUnavailable(BackendError):
     """The backend cannot run here (package or device missing); the message says why."""
+
+
+class UnsafeCacheError(BackendError, CacheError):
+    """The model cache is not safe to use (``models.cache.CacheError``), met while building a
+    backend: a :class:`BackendError` (one line, a model error to a stage) that ``auto`` does
+    not take for one candidate's failure, since it concerns them all."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ class OnnxRuntimeBackend:
     """Runs an ONNX graph with ONNX Runtime.
 
     Args:
-        path: the .onnx file (e.g. from ``cached_onnx``).
+        model: the graph's bytes (e.g. ``cached_onnx_bytes``: checked, then loaded from the
+            same bytes) or a .onnx file.
         device: "cpu" or a CUDA device (then the CUDA execution provider is tried first, and
             CPU is the fallback ONNX Runtime itself applies).
         threads: intra-op threads (None: ONNX Runtime's default, one per core).
@@ -24,7 +25,7 @@ class OnnxRuntimeBackend:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        model: bytes | str | os.PathLike,
         device: str | torch.device = "cpu",
         threads: int | None = None,
     ) -> None:
@@ -36,10 +37,12 @@ class OnnxRuntimeBackend:
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
+        source = model if isinstance(model, bytes) else os.fspath(model)
         try:
-            self.session = ort.InferenceSession(os.fspath(path), options, providers=providers)
+            self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types
-            raise BackendError(f"onnxruntime cannot load {path}: {error}") from None
+            what = "the ONNX graph" if isinstance(model, bytes) else os.fspath(model)
+            raise BackendError(f"onnxruntime cannot load {what}: {error}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @staticmethod

