@@ -32,13 +32,16 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.edges import Policy
+from pipeline.edges import QUEUE_BYTES, Policy
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph, NodeSpec
 from pipeline.stage import Sink, Source, Stage
 
 STAGE_KINDS: dict[str, type[Stage]] = {}
 S = TypeVar("S", bound=type[Stage])
+MAX_PIXELS = 4096 * 4096
+"""Default largest input frame (width x height) a source accepts: 4096x4096, 48 MiB as
+BGR. A bigger one is an input error (``max_pixels``: per source, or ``pipeline:``)."""
 
 
 def register(kind: str) -> Callable[[S], S]:
@@ -81,6 +84,13 @@ class PipelineSettings(BaseModel):
     """Also write the final metrics as JSON to this path."""
     progress: bool | None = None
     """Progress bar / status line: None = when stderr is a terminal."""
+    max_pixels: int | None = Field(MAX_PIXELS, ge=1)
+    """Default for sources' ``max_pixels``: the largest frame (width x height) an input may
+    declare or deliver; a bigger one is an input error. None: no limit."""
+    queue_bytes: int | None = Field(QUEUE_BYTES, ge=1)
+    """Default for each edge's ``queue.max_bytes``: the most image bytes it holds; a
+    blocking edge makes its producer wait while over it (one frame always fits). None:
+    frames are the only bound."""
 
 
 class QueueSettings(BaseModel):
@@ -90,6 +100,8 @@ class QueueSettings(BaseModel):
 
     capacity: int = Field(8, ge=1)
     policy: Policy | None = None
+    max_bytes: int | None = Field(None, ge=1)
+    """Image bytes the edge may hold (default: the pipeline's ``queue_bytes``)."""
 
 
 class StageEntry(BaseModel):
@@ -220,8 +232,11 @@ def build_graph(config: Config) -> Graph:
     for i, entry in enumerate(config.stages):
         where = f"stages[{i}] ({entry.name})"
         args = dict(entry.model_extra or {})
-        if entry.kind in STAGE_KINDS and "device" in stage_parameters(entry.kind):
+        parameters = stage_parameters(entry.kind) if entry.kind in STAGE_KINDS else []
+        if "device" in parameters:
             args.setdefault("device", settings.device)
+        if "max_pixels" in parameters:
+            args.setdefault("max_pixels", settings.max_pixels)
         stage = _build_node_stage(entry.kind, args, where)
         inputs = entry.inputs
         if inputs is None:
@@ -233,6 +248,11 @@ def build_graph(config: Config) -> Graph:
                 inputs=inputs,
                 capacity=entry.queue.capacity,
                 policy=entry.queue.policy,
+                max_bytes=(
+                    entry.queue.max_bytes
+                    if "max_bytes" in entry.queue.model_fields_set
+                    else settings.queue_bytes
+                ),
                 on_error=entry.on_error or settings.on_error,
                 max_errors_in_a_row=(
                     entry.max_errors_in_a_row

@@ -13,6 +13,13 @@ Policies (what ``put`` does when the edge is full):
 Control items (end of stream) are never dropped and never count against the
 capacity, so shutdown cannot be lost to a drop policy. Every dropped frame is
 counted in ``drops``.
+
+Capacity counts frames, and frames differ in size by orders of magnitude (8 frames of
+4K BGR are 200 MB). So an edge also has a byte budget, ``max_bytes``, counted over its
+queued frames' images (``frame.image.nbytes``): it is full when either bound is reached.
+One frame is always admitted into an empty edge, however large, so a frame bigger than
+the budget still flows (one at a time) and nothing deadlocks. ``latest`` holds one frame
+whatever its size.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ class EdgeClosed(Exception):
 
 Item = tuple[str, Frame | EndOfStream]
 """(name of the sending node, payload)."""
+QUEUE_BYTES = 512 * 2**20
+"""Default byte budget of an edge (512 MiB: ten 4K BGR frames)."""
+
+
+def image_bytes(frame: Frame) -> int:
+    """Bytes of a frame's image, what an edge's byte budget counts."""
+    return int(getattr(frame.image, "nbytes", 0))
 
 
 class Edge:
@@ -48,19 +62,32 @@ class Edge:
         name: shown in metrics, usually the consuming stage's name.
         capacity: most frames held at once (>= 1).
         policy: what to do when full.
+        max_bytes: most image bytes held at once (None: no byte bound); one frame is
+            always admitted, whatever its size.
     """
 
-    def __init__(self, name: str, capacity: int = 8, policy: Policy = Policy.BLOCK) -> None:
+    def __init__(
+        self,
+        name: str,
+        capacity: int = 8,
+        policy: Policy = Policy.BLOCK,
+        max_bytes: int | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"edge {name!r}: capacity must be >= 1, got {capacity}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"edge {name!r}: max_bytes must be >= 1, got {max_bytes}")
         self.name = name
+        self.max_bytes = max_bytes
         self._asked_capacity = capacity
         self.policy = Policy(policy)
         self.capacity = 1 if self.policy is Policy.LATEST else capacity
         self.drops = 0
         self.max_depth = 0
+        self.peak_bytes = 0
         self._items: deque[Item] = deque()
         self._frames = 0
+        self._bytes = 0
         self._closed = False
         self._cond = threading.Condition()
 
@@ -77,19 +104,36 @@ class Edge:
         """Frames queued now."""
         return self._frames
 
+    @property
+    def bytes(self) -> int:
+        """Image bytes queued now."""
+        return self._bytes
+
+    def _full_for(self, size: int) -> bool:
+        """No room for a frame of ``size`` image bytes (an empty edge always has room)."""
+        if self._frames == 0:
+            return False
+        if self._frames >= self.capacity:
+            return True
+        return self.max_bytes is not None and self._bytes + size > self.max_bytes
+
     def put(self, sender: str, payload: Frame | EndOfStream) -> bool:
         """Queue ``payload``; returns False if the edge was closed meanwhile."""
         with self._cond:
             if isinstance(payload, Frame):
+                size = image_bytes(payload)
                 if self.policy is Policy.BLOCK:
-                    while self._frames >= self.capacity and not self._closed:
+                    while self._full_for(size) and not self._closed:
                         self._cond.wait()
-                elif self._frames >= self.capacity:
-                    self._drop_oldest_frames(self._frames - self.capacity + 1)
+                else:  # drop the oldest frames until the new one fits
+                    while self._full_for(size):
+                        self._drop_oldest_frame()
                 if self._closed:
                     return False
                 self._frames += 1
+                self._bytes += size
                 self.max_depth = max(self.max_depth, self._frames)
+                self.peak_bytes = max(self.peak_bytes, self._bytes)
             elif self._closed:
                 return False
             self._items.append((sender, payload))
@@ -112,6 +156,7 @@ class Edge:
             item = self._items.popleft()
             if isinstance(item[1], Frame):
                 self._frames -= 1
+                self._bytes -= image_bytes(item[1])
                 self._cond.notify_all()
             return item
 
@@ -121,24 +166,25 @@ class Edge:
             self._closed = True
             self._cond.notify_all()
 
-    def _drop_oldest_frames(self, count: int) -> None:
-        kept: deque[Item] = deque()
-        while self._items:
-            item = self._items.popleft()
-            if count and isinstance(item[1], Frame):
-                count -= 1
+    def _drop_oldest_frame(self) -> None:
+        """Drop the oldest queued frame; control items keep their place."""
+        for i, (_, payload) in enumerate(self._items):
+            if isinstance(payload, Frame):
+                del self._items[i]
                 self._frames -= 1
+                self._bytes -= image_bytes(payload)
                 self.drops += 1
-            else:
-                kept.append(item)
-        self._items = kept
+                return
 
     def snapshot(self) -> dict[str, Any]:
-        """Depth, capacity, policy and drops, for metrics."""
+        """Depth, capacity, policy, drops and image bytes, for metrics."""
         return {
             "depth": self._frames,
             "max_depth": self.max_depth,
             "capacity": self.capacity,
             "policy": self.policy.value,
             "drops": self.drops,
+            "bytes": self._bytes,
+            "peak_bytes": self.peak_bytes,
+            "max_bytes": self.max_bytes,
         }

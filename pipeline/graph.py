@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from pipeline.edges import Edge, EdgeClosed, Policy
+from pipeline.edges import QUEUE_BYTES, Edge, EdgeClosed, Policy
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 from pipeline.frame import EndOfStream, Frame, SourceEnded
 from pipeline.join import Joiner
@@ -46,6 +46,7 @@ class NodeSpec:
         capacity: frames the inbound edge holds.
         policy: inbound edge policy; None = ``latest`` when fed directly by a
             live source, else ``block``.
+        max_bytes: image bytes the inbound edge holds (None: only ``capacity`` bounds it).
         on_error: what an exception in ``process`` does: drop that frame
             (``skip``) or end the run (``stop``). FrameGraphError always stops.
         max_errors_in_a_row: under ``skip``, exceptions on this many frames in a row
@@ -65,6 +66,7 @@ class NodeSpec:
     inputs: list[str] = field(default_factory=list)
     capacity: int = 8
     policy: Policy | None = None
+    max_bytes: int | None = QUEUE_BYTES
     on_error: ErrorPolicy = "skip"
     max_errors_in_a_row: int | None = 25
     join: bool = True
@@ -263,7 +265,8 @@ class Graph:
             key = node.spec.part_of or node.name  # where the node's results go
             upstream_of[node.name] = {**upstream, key: set(node.stage.produces)}
             if not node.is_source:
-                node.inbound = Edge(node.name, node.spec.capacity, node.spec.policy or Policy.BLOCK)
+                policy = node.spec.policy or Policy.BLOCK
+                node.inbound = Edge(node.name, node.spec.capacity, policy, node.spec.max_bytes)
                 for up in ups:
                     up.outputs.append(node.inbound)
             node.metrics = self.metrics.add_stage(

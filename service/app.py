@@ -1,7 +1,8 @@
 """The HTTP app beside a running graph (FastAPI): streams, stages, metrics, health, the page.
 
-- ``GET /api/streams``: every input with its url (no credentials), state (connecting, live,
-  reconnecting, ended, failed), fps, end-to-end latency p50 / p95, drops, frames, outputs.
+- ``GET /api/streams``: every input with its url (``redact``: no user info, token values
+  masked), state (connecting, live, reconnecting, ended, failed), fps, end-to-end latency
+  p50 / p95, drops, frames, outputs.
 - ``POST /api/streams`` ``{"name", "url"}`` (any ``--source`` value): 201, the input starts
   through the running graph; 409 on a name in use, 422 on a bad body, 400 with the one-line
   reason when it cannot be opened.
@@ -38,6 +39,7 @@ from pipeline.per_source import PerSource
 from service.prometheus import metrics_text
 from service.webrtc import WebRTCViews
 from stages.sinks.web import LiveHub, WebSink
+from stages.sources.urls import redact
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATE_NAMES = {"streaming": "live", "running": "live", "removed": "ended"}
@@ -99,7 +101,7 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
         rows = graph.metrics.source_rows()
         current = states()
         return json_safe([
-            {"name": name, "url": given["url"], "state": current[name],
+            {"name": name, "url": redact(given["url"]), "state": current[name],
              "fps": rows.get(name, {}).get("fps"),
              "e2e_p50_ms": rows.get(name, {}).get("e2e_p50_ms"),
              "e2e_p95_ms": rows.get(name, {}).get("e2e_p95_ms"),

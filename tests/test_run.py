@@ -194,7 +194,7 @@ def test_a_file_without_one_decodable_frame_is_an_input_error(tmp_path: Path) ->
     result = run_cli(TRANSCODE, "--source", str(cut), "--output", str(out))
     assert result.returncode == 3, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1] == f"error: no decodable video frame in {cut}"
+    assert lines[-1].startswith(f"error: no decodable video frame in {cut}")
     assert "Traceback" not in result.stderr
 
 

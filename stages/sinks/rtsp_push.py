@@ -17,7 +17,7 @@ from stages.sinks.fit import even_size, fit
 from stages.sinks.rtsp.h264 import CLOCK_RATE
 from stages.sinks.rtsp_server import RtpClock
 from stages.sources.av_input import describe
-from stages.sources.stream import redact
+from stages.sources.urls import redact
 
 log = logging.getLogger("framegraph")
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stages.sources import camera, file, group, images, scene, stream, synthetic  # noqa: F401
+from stages.sources.urls import redact
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 
@@ -56,7 +57,7 @@ def readable_id(uri: str) -> str:
     if uri.isdigit():
         return f"camera{uri}"
     if "://" in uri:
-        parts = urlsplit(uri)
+        parts = urlsplit(redact(uri))  # as shown anywhere else: no user info to misparse
         words = [parts.hostname or "", *parts.path.split("/")]
         return "-".join(w for w in words if w) or parts.scheme
     if uri.startswith("synthetic"):
@@ -76,7 +77,7 @@ def named_sources(values: list[str]) -> dict[str, str]:
     for value in values:
         name, uri = split_name(value)
         if name is not None and name in named:
-            raise ValueError(f"--source {value}: the name {name!r} is given twice")
+            raise ValueError(f"--source {redact(value)}: the name {name!r} is given twice")
         if name is None:
             base = name = readable_id(uri)
             count = 1

@@ -22,12 +22,12 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
-from pipeline.config import build_stage, register
+from pipeline.config import MAX_PIXELS, STAGE_KINDS, build_stage, register, stage_parameters
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 from pipeline.frame import Frame, SourceEnded
 from pipeline.stage import Source
+from stages.sources.urls import redact
 
 log = logging.getLogger("framegraph")
 CLOSE_WAIT_S = 10.0
@@ -39,7 +39,7 @@ class _Input:
 
     def __init__(self, name: str, source: Source, capacity: int, origin: str = "") -> None:
         self.name, self.source, self.capacity = name, source, capacity
-        self.origin = origin  # what it reads, without credentials
+        self.origin = origin  # what it reads, redacted (no credentials)
         self.queue: deque[Frame] = deque()
         self.thread: threading.Thread | None = None
         self.ended = False  # its thread finished (or it was removed)
@@ -76,6 +76,8 @@ class SourceGroup(Source):
             oldest beyond it).
         keep_open: keep running after every input has ended (a service adds inputs later);
             the group then ends when the graph stops.
+        max_pixels: the largest frame an input accepts (width x height), for every input
+            whose kind has the limit and whose entry does not set its own (None: no limit).
     """
 
     drops_itself = True
@@ -85,12 +87,14 @@ class SourceGroup(Source):
         sources: list[str] | dict[str, str | dict[str, Any]] | None = None,
         queue: int = 2,
         keep_open: bool = False,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         if queue < 1:
             raise ConfigError("sources: queue must be >= 1")
         if not sources and not keep_open:
             raise ConfigError("sources: give at least one input (or keep_open: true)")
         self.capacity, self.keep_open = queue, keep_open
+        self.max_pixels = max_pixels
         self.inputs: dict[str, _Input] = {}
         for name, entry in _entries(sources).items():
             self.inputs[name] = self._build(name, entry)
@@ -112,12 +116,15 @@ class SourceGroup(Source):
             raise ConfigError(f"sources: {name}: expected a source entry with a 'kind'")
         args = {k: v for k, v in entry.items() if k != "kind"}
         args.setdefault("source_id", name)
+        kind = entry["kind"]  # an unknown one is named by build_stage
+        if kind in STAGE_KINDS and "max_pixels" in stage_parameters(kind):
+            args.setdefault("max_pixels", self.max_pixels)
         source = build_stage(entry["kind"], args, f"sources: {name}")
         if not isinstance(source, Source):
             raise ConfigError(f"sources: {name}: {entry['kind']!r} is not a source kind")
         source.name = name
         where = given or next(entry[k] for k in ("url", "path", "device", "kind") if entry.get(k))
-        return _Input(name, source, self.capacity, public(str(where)))
+        return _Input(name, source, self.capacity, redact(str(where)))
 
     @property
     def live(self) -> bool:  # type: ignore[override]
@@ -306,17 +313,6 @@ class SourceGroup(Source):
             item = self.inputs.get(source_id)
         if item is not None and not item.ended:
             self.remove_source(source_id)
-
-
-def public(where: str) -> str:
-    """An input as others may see it: a URL without user, password, query or fragment
-    (tokens ride there), a path as it is."""
-    if "://" not in where:
-        return where
-    parts = urlsplit(where)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _entries(sources: list[str] | dict[str, Any] | None) -> dict[str, str | dict[str, Any]]:

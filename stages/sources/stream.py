@@ -28,7 +28,10 @@ the last frame instead of squeezing frames together.
 
 A connection counts as back once it delivers a frame: one that opens but ends
 before any frame is a failed attempt (longer backoff, counted for
-``max_reconnects``).
+``max_reconnects``). Only a lost transport reconnects: a packet that fails to decode (a
+bit error, a corrupt slice) is skipped and counted (``status()["decode_errors"]``), and a
+frame over ``max_pixels``, declared when a connection opens or decoded later (a stream may
+change size part-way), ends the source with an error, since reconnecting brings it back.
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ from typing import Literal
 
 import av
 
-from pipeline.config import register
+from pipeline.config import MAX_PIXELS, register
 from pipeline.errors import StreamError
 from pipeline.frame import Frame
 from pipeline.stage import Source
-from stages.sources.av_input import decode_frames, describe, to_bgr
+from stages.sources.av_input import check_pixels, decode_frames, describe, to_bgr
+from stages.sources.urls import redact
 
 log = logging.getLogger("framegraph")
 TIME_BASE = Fraction(1, 90_000)
@@ -68,16 +72,6 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp")
 FINITE_RECONNECTS = 5
 """Attempts in a row without a new frame before a finite input gives up (``max_reconnects``
 unset): a recording that keeps failing at one place is an error, not a wait forever."""
-
-
-def redact(url: str) -> str:
-    """URL without its password, for logs and errors."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.split("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 class _Timeline:
@@ -139,7 +133,9 @@ class StreamSource(Source):
         backoff_initial: first wait before reconnecting, doubled per failure.
         backoff_max: longest wait between attempts.
         options: extra FFmpeg demuxer/protocol options.
-        source_id: name in results and metrics (default: the URL without password).
+        source_id: name in results and metrics (default: the URL without user, password or
+            token values, see ``stages.sources.urls.redact``).
+        max_pixels: the largest frame accepted, width x height (None: no limit).
     """
 
     def __init__(
@@ -156,8 +152,10 @@ class StreamSource(Source):
         backoff_max: float = 10.0,
         options: dict[str, str] | None = None,
         source_id: str | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         self.url = url
+        self.max_pixels = max_pixels
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         self.decide_live = live == "auto" and scheme not in LIVE_SCHEMES
         """Live or finite is learnt from the input when it opens."""
@@ -176,6 +174,8 @@ class StreamSource(Source):
         self.reconnects = 0
         """Reconnections that brought frames again."""
         self.reconnect_attempts = 0
+        self.decode_errors = 0
+        """Packets that failed to decode and were skipped (not taken for a lost link)."""
         self._container: av.container.InputContainer | None = None
         self._stop = threading.Event()
 
@@ -200,9 +200,24 @@ class StreamSource(Source):
         stream.thread_type = "AUTO"
         return container
 
+    def _check_declared_size(self, container: av.container.InputContainer) -> None:
+        """A connection's declared frame size within ``max_pixels``, else the container is
+        closed and the source ends (another connection would bring the same size)."""
+        context = container.streams.video[0].codec_context
+        try:
+            check_pixels(context.width, context.height, self.max_pixels,
+                         f"stream {redact(self.url)}", StreamError)  # fmt: skip
+        except StreamError:
+            self.state = "stopped"
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                container.close()
+            raise
+
     def open(self) -> None:
         try:
-            self._container = self._connect()
+            container = self._connect()
+            self._check_declared_size(container)
+            self._container = container
         except (av.error.FFmpegError, OSError) as error:
             self.state = "stopped"
             raise StreamError(
@@ -239,6 +254,7 @@ class StreamSource(Source):
             "connection": self.state,
             "reconnects": self.reconnects,
             "reconnect_attempts": self.reconnect_attempts,
+            "decode_errors": self.decode_errors,
         }
 
     def request_stop(self) -> None:
@@ -271,8 +287,13 @@ class StreamSource(Source):
                 time_base = TIME_BASE
                 timeline.new_connection(stream.guessed_rate or stream.average_rate)
             fresh = False  # this connection brought a frame not delivered before
+            where = f"stream {redact(self.url)}"
             try:
-                for decoded in decode_frames(self._container, stream, redact(self.url)):
+                for decoded in decode_frames(
+                    self._container, stream, where, on_decode_error=self._count_decode_error
+                ):
+                    check_pixels(decoded.width, decoded.height, self.max_pixels, where,
+                                 StreamError)  # fmt: skip
                     if finite:
                         pts = decoded.pts
                         if pts is None:  # no timestamp: one frame interval after the last
@@ -307,6 +328,10 @@ class StreamSource(Source):
             if reconnected and not fresh:
                 failures += 1  # it opened, but is not back: a failed attempt
             self.state = "reconnecting"
+
+    def _count_decode_error(self) -> int:
+        self.decode_errors += 1
+        return self.decode_errors
 
     def _seek_before(self, last: int | None) -> None:
         """After a reconnection: to the keyframe at or before the last frame delivered (a
@@ -351,10 +376,12 @@ class StreamSource(Source):
             return None
         self.reconnect_attempts += 1
         try:
-            return self._connect()
+            container = self._connect()
         except (av.error.FFmpegError, OSError, StreamError) as error:
             log.info("reconnecting to %s failed: %s", redact(self.url), describe(error))
             return None
+        self._check_declared_size(container)  # a size error is no outage: not retried
+        return container
 
     def _close_container(self) -> None:
         if self._container is not None:

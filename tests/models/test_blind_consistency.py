@@ -42,7 +42,7 @@ def layout(model: torch.nn.Module) -> list[list]:
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(DATA / "blind_consistency_golden.pt", weights_only=False)
+    return torch.load(DATA / "blind_consistency_golden.pt", weights_only=True)
 
 
 def seeded(norm: str, seed: int) -> BlindConsistencyNet:

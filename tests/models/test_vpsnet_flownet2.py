@@ -43,7 +43,7 @@ five cascaded networks of 162 M weights sum in an order that the CPU and the thr
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(GOLDEN, weights_only=False)
+    return torch.load(GOLDEN, weights_only=True)
 
 
 @pytest.fixture(scope="module")

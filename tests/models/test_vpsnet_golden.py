@@ -63,7 +63,7 @@ threshold. Network outputs get the NETWORK margin instead."""
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(GOLDEN, weights_only=False)
+    return torch.load(GOLDEN, weights_only=True)
 
 
 def layout(model: torch.nn.Module) -> list[list]:

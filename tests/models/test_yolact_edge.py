@@ -143,7 +143,7 @@ def test_yolact_checkpoint_remap() -> None:
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(DATA / "golden.pt", weights_only=False)
+    return torch.load(DATA / "golden.pt", weights_only=True)
 
 
 # Relative to each output's own scale (seeded weights put the video model's logits in the

@@ -316,6 +316,23 @@ def test_build_graph_queue_settings_reach_the_edge():
     assert (c.policy, c.capacity) == (Policy.LATEST, 1)
 
 
+def test_queue_bytes_default_pipeline_setting_and_per_edge_override():
+    from pipeline.edges import QUEUE_BYTES
+
+    stages = (
+        SRC,
+        {"name": "a", "kind": "test_cfg_plain"},
+        {"name": "b", "kind": "test_cfg_plain", "queue": {"max_bytes": 1000}},
+        {"name": "c", "kind": "test_cfg_plain", "queue": {"max_bytes": None}},
+    )
+    edges = build_graph(parse_config(config(*stages))).nodes
+    assert edges["a"].inbound.max_bytes == QUEUE_BYTES == 512 * 2**20
+    edges = build_graph(parse_config(config(*stages, queue_bytes=2**20))).nodes
+    assert [edges[n].inbound.max_bytes for n in "abc"] == [2**20, 1000, None]
+    with pytest.raises(ConfigError, match="queue_bytes"):
+        parse_config(config(SRC, OUT, queue_bytes=0))
+
+
 def test_build_graph_max_errors_in_a_row_default_override_and_off():
     cfg = parse_config(
         config(

@@ -57,6 +57,9 @@ def test_percentiles_and_throughput(clock, make_frame):
         "capacity": 1,
         "policy": "latest",
         "drops": 3,
+        "bytes": 8 * 8 * 3,
+        "peak_bytes": 8 * 8 * 3,
+        "max_bytes": None,
     }
     assert snap["drops"] == 3 == metrics.total_drops()
     assert math.isnan(snap["stages"]["src"]["p50_ms"])  # no samples
