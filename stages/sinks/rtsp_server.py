@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from stages.sinks.fit import even_size, fit
 from stages.sinks.rtsp.auth import Credentials, Scheme
 from stages.sinks.rtsp.encoder import LiveEncoder
 from stages.sinks.rtsp.h264 import CLOCK_RATE, RtpPacketizer, sdp
-from stages.sinks.rtsp.server import Mount, RtspServer, acquire_server, release_server
+from stages.sinks.rtsp.server import Limits, Mount, RtspServer, acquire_server, release_server
 
 log = logging.getLogger("framegraph")
 DEFAULT_PORT = 8554
@@ -38,6 +39,16 @@ def parse_rtsp_url(url: str) -> tuple[str, int, str]:
     except ValueError:
         raise ConfigError(f"bad port in {url!r}") from None
     return parts.hostname, port, "/" + (parts.path or "/").strip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only serves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 class RtpClock:
@@ -102,11 +113,22 @@ class RtspServerSink(Sink):
         bitrate: target bits per second (None: constant quality).
         keyint: frames between keyframes (None: one per second); a client
             joining mid-stream waits at most this long for a picture.
-        username: require this user (with ``password``).
+        username: require this user (with ``password``) for DESCRIBE / SETUP /
+            PLAY. Without one, a non-loopback ``url`` is served to anyone who
+            can reach it (a warning says so).
         password: the user's password.
-        auth: accepted schemes when a user is set: ``any``, ``basic``, ``digest``.
+        auth: how clients prove it: ``digest`` (default; expiring, signed,
+            replay-checked nonces), ``basic`` (the password crosses the network
+            in clear on every request, reusable by anyone who sees one) or
+            ``any`` (both offered; FFmpeg and GStreamer pick Digest).
         idle_after: seconds without frames before "no signal" fillers start.
         client_buffer: RTP packets queued per client before it is resynced.
+        max_connections_per_address: connections one IP address may hold open
+            at once (players behind one NAT share an address).
+        session_timeout: seconds a client's session lives without a keep-alive
+            (an RTSP request naming it, or RTCP); players are told this value.
+        nonce_lifetime: seconds a Digest nonce is accepted; then clients are told it is
+            stale and answer a fresh one on their own (a captured header dies with it).
     """
 
     def __init__(
@@ -118,19 +140,34 @@ class RtspServerSink(Sink):
         keyint: int | None = None,
         username: str | None = None,
         password: str | None = None,
-        auth: Scheme = "any",
+        auth: Scheme = "digest",
         idle_after: float = 1.0,
         client_buffer: int = 2048,
+        max_connections_per_address: int = 32,
+        session_timeout: int = 60,
+        nonce_lifetime: float = 60.0,
     ) -> None:
         self.url = url
         self.host, self.port, self.path = parse_rtsp_url(url)
         if (username is None) != (password is None):
             raise ConfigError("rtsp_server: give both username and password, or neither")
-        self.credentials = Credentials(username, password, auth) if username else None  # type: ignore[arg-type]
+        try:
+            self.credentials = (
+                Credentials(username, password, auth, nonce_lifetime=nonce_lifetime)  # type: ignore[arg-type]
+                if username
+                else None
+            )
+        except ValueError as error:
+            raise ConfigError(f"rtsp_server: {error}") from None
         self.fps = fps
         self.preset, self.bitrate, self.keyint = preset, bitrate, keyint
         self.idle_after = idle_after
         self.client_buffer = client_buffer
+        try:
+            self.limits = Limits(max_per_address=max_connections_per_address,
+                                 session_timeout=session_timeout)  # fmt: skip
+        except ValueError as error:
+            raise ConfigError(f"rtsp_server: {error}") from None
         self.server: RtspServer | None = None
         self.mount: Mount | None = None
         self._encoder: LiveEncoder | None = None
@@ -143,8 +180,22 @@ class RtspServerSink(Sink):
         self._filler_thread: threading.Thread | None = None
 
     def open(self) -> None:
+        if not is_loopback(self.host):
+            if self.credentials is None:
+                log.warning(
+                    "rtsp_server: %s is served without credentials to anyone who can "
+                    "reach %s (set username and password)",
+                    self.url,
+                    self.host,
+                )
+            elif self.credentials.scheme != "digest":
+                log.warning(
+                    "rtsp_server: %s accepts Basic auth, which sends the password in "
+                    "clear (auth: digest avoids it)",
+                    self.url,
+                )
         try:
-            self.server = acquire_server(self.host, self.port, self.credentials)
+            self.server = acquire_server(self.host, self.port, self.credentials, self.limits)
         except OSError as error:
             raise SinkError(
                 f"cannot serve RTSP on {self.host}:{self.port}: {error.strerror}"

@@ -44,14 +44,22 @@ SERVER = textwrap.dedent("""
 """)
 
 
-def gstreamer_rtsp_available() -> bool:
-    """Debian's python3 with GStreamer's RTSP server bindings and x264enc is here."""
+def system_gstreamer_has(*elements: str, rtsp_server: bool = False) -> bool:
+    """Debian's python3 with python3-gi has GStreamer with these ``elements`` (and, with
+    ``rtsp_server``, the RTSP server bindings)."""
     if not Path(SYSTEM_PYTHON).is_file():
         return False
-    check = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer',"
-             " '1.0'); from gi.repository import Gst; Gst.init(None);"
-             " assert Gst.ElementFactory.find('x264enc')")  # fmt: skip
+    server = "gi.require_version('GstRtspServer', '1.0'); " if rtsp_server else ""
+    check = (
+        f"import gi; gi.require_version('Gst', '1.0'); {server}from gi.repository import Gst;"
+        f" Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in {elements!r})"
+    )
     return subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True).returncode == 0
+
+
+def gstreamer_rtsp_available() -> bool:
+    """GStreamer's RTSP server bindings and x264enc are here (for the camera)."""
+    return system_gstreamer_has("x264enc", rtsp_server=True)
 
 
 needs_gstreamer_rtsp = pytest.mark.skipif(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import socket
 import struct
@@ -32,7 +33,8 @@ from pipeline.errors import SinkError
 from pipeline.frame import Frame
 from pipeline.graph import Graph, NodeSpec, RunReport
 from pipeline.stage import Source
-from stages.sinks.rtsp.server import MAX_HEADER
+from stages.sinks.rtsp.auth import Verdict
+from stages.sinks.rtsp.request import MAX_HEADER, RequestReader
 from stages.sinks.rtsp_push import RtspPushSink
 from stages.sinks.rtsp_server import RtspServerSink
 from stages.sources.synthetic import SyntheticSource, read_counter
@@ -41,6 +43,7 @@ from tests.stages.rtsp_clients import (
     HOST,
     Player,
     RawClient,
+    digest_authorization,
     free_port,
     is_listening,
     rtp_timestamp,
@@ -346,7 +349,7 @@ def test_a_stalled_viewer_slows_neither_the_pipeline_nor_other_viewers(
 def _fuzz_closing(rng: random.Random, url: str) -> tuple[bytes, bool]:
     """One broken message after which the server may hang up, and whether it must
     answer 400 first (it cannot when the message never ends)."""
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
     if kind == 0:  # random bytes, maybe with a terminator
         junk = rng.randbytes(rng.randrange(1, 300)).lstrip(b"$")
         return junk + (b"\r\n\r\n" if rng.random() < 0.5 else b""), False
@@ -370,8 +373,12 @@ def _fuzz_closing(rng: random.Random, url: str) -> tuple[bytes, bool]:
         return rng.choice(
             [b"OPTIONS * RTSP/1.0\r\nCSeq 1\r\n\r\n", b"OPTIONS * RTSP/1.0\r\n: 1\r\n\r\n"]
         ), True
-    junk = [b"\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"OPTIONS * RTSP/1.0 x\r\n\r\n"]
-    return rng.choice(junk), True
+    if kind == 6:
+        junk = [b"\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"OPTIONS * RTSP/1.0 x\r\n\r\n"]
+        return rng.choice(junk), True
+    # an interleaved frame cut short, maybe declaring the largest size there is: what
+    # follows (a request here) is its payload, and the connection ends inside it
+    return _truncated_frame(rng) + f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode(), False
 
 
 def _fuzz_answered(rng: random.Random, url: str, cseq: int) -> bytes:
@@ -415,9 +422,21 @@ def _fuzz_answered(rng: random.Random, url: str, cseq: int) -> bytes:
 
 
 def _interleaved_junk(rng: random.Random) -> bytes:
-    """A complete ``$`` frame of random bytes, which the server must skip."""
-    payload = rng.randbytes(rng.randrange(0, 3000))
+    """Complete ``$`` frames, which the server must skip: one of random bytes, a run
+    of thousands of empty 4-byte ones, or one of the largest size a frame can have."""
+    kind = rng.random()
+    if kind < 0.3:
+        return b"".join(bytes((0x24, rng.randrange(256), 0, 0)) for _ in range(rng.randrange(5000)))
+    payload = rng.randbytes(65535 if kind < 0.4 else rng.randrange(0, 3000))
     return bytes((0x24, rng.randrange(256))) + len(payload).to_bytes(2, "big") + payload
+
+
+def _truncated_frame(rng: random.Random) -> bytes:
+    """The start of a ``$`` frame: part of its header, or a header declaring more
+    payload (up to 65535 bytes) than follows."""
+    size = rng.choice([65535, 65535, rng.randrange(1, 65535)])
+    frame = bytes((0x24, rng.randrange(256))) + size.to_bytes(2, "big")
+    return frame[: rng.randrange(1, 4)] if rng.random() < 0.2 else frame + rng.randbytes(size // 2)
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -469,6 +488,8 @@ def _fuzz_round(rng: random.Random, port: int, url: str, tally: dict[str, int]) 
                 batch.append(_fuzz_answered(rng, url, cseq))
                 expected += 1
         batch.append(f"OPTIONS {url} RTSP/1.0\r\nCSeq: 424242\r\n\r\n".encode())
+        if rng.random() < 0.3:  # and a frame that never ends: the server waits, then hangs up
+            batch.append(_truncated_frame(rng))
         sock.sendall(b"".join(batch))
         sock.shutdown(socket.SHUT_WR)
         reply = _read_all(sock)
@@ -511,13 +532,48 @@ def test_thousands_of_malformed_requests_leave_the_server_serving(
     assert total >= 5000 and elapsed < 60
     watcher.check()
     assert watcher.delivered() >= 0.95 and watcher.largest_gap() <= 3
-    assert wait_until(lambda: not any(t.name == "rtsp-conn" for t in threading.enumerate()), 5), (
-        "connection threads left behind"
+    assert wait_until(lambda: served.sink.server.stats()["connections"] == 0, 5), (
+        "connections left behind"
     )
     assert wait_until(lambda: served.sink.status()["clients"] == 0, 5)
     (player,) = players(Player(served.url, "tcp", frames=30))
     player.check()
     assert player.delivered() == 1.0
+
+
+def _parse_seconds(frames: int) -> float:
+    """Least time over a few runs for the server's reader to skip ``frames`` empty
+    interleaved frames arriving in one read."""
+    data = b"$\x01\x00\x00" * frames
+    best = float("inf")
+    for _ in range(7):
+        reader = RequestReader()
+        started = time.perf_counter()
+        reader.feed(data)
+        assert reader.next() is None
+        best = min(best, time.perf_counter() - started)
+        assert reader.consumed == frames and not reader.pending
+    return best
+
+
+def test_interleaved_frames_are_parsed_in_linear_time(serve: Callable[..., Served]) -> None:
+    # 16 KiB and 64 KiB of 4-byte frames: linear parsing takes 4 times as long for the
+    # second; the old reader, which copied the rest of the buffer after each frame, took
+    # about 10 times as long (16 ms for the 64 KiB)
+    small, large = _parse_seconds(4096), _parse_seconds(4 * 4096)
+    print(f"4-byte frames: 16 KiB in {small * 1e3:.2f} ms, 64 KiB in {large * 1e3:.2f} ms,"
+          f" ratio {large / small:.2f}")  # fmt: skip
+    assert large / small < 7
+    # and through a socket: 1 MiB of them, then a request, answered
+    served = serve()
+    with socket.create_connection((HOST, served.sink.server.port), timeout=30) as sock:
+        sock.sendall(b"$\x01\x00\x00" * (1 << 18) + b"OPTIONS * RTSP/1.0\r\nCSeq: 7\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(4096)
+            assert chunk, "closed without an answer"
+            reply += chunk
+    assert reply.startswith(b"RTSP/1.0 200 OK\r\nCSeq: 7\r\n")
 
 
 # ---- 6. authentication ---------------------------------------------------------------
@@ -536,9 +592,10 @@ def test_credentials_are_required_and_ffmpeg_plays_with_digest_and_basic(
     credentials = sinks[0].server.credentials
     check = credentials.check
 
-    def recording_check(authorization: str | None, method: str) -> bool:
+    def recording_check(method: str, uri: str, authorization: str | None, peer: str,
+                        now: float | None = None) -> Verdict:  # fmt: skip
         seen.append((authorization or "none").split(" ")[0].lower())
-        return check(authorization, method)
+        return check(method, uri, authorization, peer, now=now)
 
     credentials.check = recording_check  # type: ignore[method-assign]
 
@@ -574,6 +631,47 @@ def test_credentials_are_required_and_ffmpeg_plays_with_digest_and_basic(
     for player in players(*good):
         player.check()
     assert "digest" in seen and "basic" not in seen  # FFmpeg prefers Digest when offered
+
+
+def test_a_captured_digest_header_dies_with_its_nonce_and_ffmpeg_plays_across_expiry(
+    serve: Callable[..., Served],
+) -> None:
+    sink = RtspServerSink(f"rtsp://{HOST}:{free_port()}/live", username="u", password="p",
+                          nonce_lifetime=2.0, session_timeout=4)  # fmt: skip
+    serve(sinks=[sink])
+    url = sink.served_url
+    stale: list[bool] = []
+    check = sink.credentials.check
+
+    def recording_check(method: str, uri: str, authorization: str | None, peer: str,
+                        now: float | None = None) -> Verdict:  # fmt: skip
+        verdict = check(method, uri, authorization, peer, now=now)
+        stale.append(verdict.stale)
+        return verdict
+
+    sink.credentials.check = recording_check  # type: ignore[method-assign]
+    raw = RawClient(url)
+    try:
+        challenge = raw.request("DESCRIBE").header("WWW-Authenticate") or ""
+        nonce = re.search(r'nonce="([^"]+)"', challenge).group(1)  # type: ignore[union-attr]
+        counted = digest_authorization(nonce, "DESCRIBE", url, nc=1)  # FFmpeg's form
+        assert raw.request("DESCRIBE", Authorization=counted).status == 200
+        assert raw.request("DESCRIBE", Authorization=counted).status == 401  # nc replayed
+        captured = digest_authorization(nonce, "DESCRIBE", url, nc=None)  # GStreamer's form
+        assert raw.request("DESCRIBE", Authorization=captured).status == 200
+        time.sleep(2.5)  # the nonce's lifetime
+        late = raw.request("DESCRIBE", Authorization=captured)
+        assert late.status == 401 and "stale=true" in (late.header("WWW-Authenticate") or "")
+    finally:
+        raw.close()
+
+    # FFmpeg sends a keep-alive every timeout / 2 = 2 s, each on a nonce that may have
+    # expired: it takes the stale challenge and goes on, and the picture never stops.
+    stale.clear()
+    (player,) = players(Player(url.replace("rtsp://", "rtsp://u:p@"), "tcp", seconds=7))
+    player.check()
+    assert any(stale), "no keep-alive met an expired nonce"
+    assert player.largest_gap() <= 3 and player.rate(after=1.0) > 20
 
 
 # ---- 7. the source goes quiet -----------------------------------------------------------

@@ -1,206 +1,134 @@
 """An RTSP/1.0 server (RFC 2326) that serves live H.264 to many clients.
 
-Shape: one listening thread; per connection, one thread reading requests; per
-playing client, one sender thread draining that client's bounded packet queue.
-The encoder side (``Mount.publish``) only appends to the queues and never
-blocks, so a slow or stalled client cannot slow the pipeline or other clients:
-when its queue is full it is emptied and the client resumes at the next
-keyframe (the drop is counted). A client joining mid-stream also starts at the
-next keyframe, which carries SPS/PPS, so it shows a picture within one keyframe
-interval.
+Shape: one thread per server runs an event loop (``selectors``: epoll on Linux)
+over the listening socket, every client connection and every UDP session's
+RTCP socket. It accepts, reads and parses requests without blocking, answers
+them through per-connection output buffers, and keeps one timer heap for all
+deadlines; an idle connection costs a socket and a small object, no thread.
+Requests are split off the byte stream by request.py and answered by
+connection.py (one ``Connection`` per client, the protocol's state).
+Per playing client, one sender thread drains that client's bounded packet queue
+(stages/sinks/rtsp/mount.py) and is the only writer of its socket: a ``dup`` of
+the connection for TCP-interleaved media (answers to keep-alives queue behind
+it, never inside an RTP frame), the RTP socket for UDP. The encoder side
+(``Mount.publish``) only appends to the queues and never blocks, so a slow or
+stalled client cannot slow the pipeline or other clients: when its queue is
+full it is emptied and the client resumes at the next keyframe (the drop is
+counted). A client joining mid-stream also starts at the next keyframe, which
+carries SPS/PPS, so it shows a picture within one keyframe interval.
 
 Transports: RTP over the RTSP TCP connection (interleaved, ``$`` framing) and
 RTP over UDP unicast to the client's ports. No RTCP is sent; FFmpeg and
 GStreamer clients play without sender reports.
 
-Robustness: requests are size-limited, unknown or malformed input gets a 4xx/5xx
-answer or closes that one connection, and nothing a client sends can stop the
-server or reach another client.
+Robustness (``Limits``): at most ``max_connections`` connections (and never
+more than the process's open-file limit allows, keeping ``FD_RESERVE``
+descriptors for the pipeline) and ``max_per_address`` from one IP address;
+more are closed as soon as they are accepted. A connection must start its first
+request within ``first_byte_timeout`` and complete every request (or ``$``
+frame) within ``request_timeout`` of its first byte, however slowly it drips;
+between requests it may idle as long as a session lives. A session lives
+``session_timeout`` seconds (advertised as ``timeout=``) past its last sign of
+life: a request carrying its Session header (GET_PARAMETER, OPTIONS, ...) or
+RTCP from the client (on the server's RTCP port for UDP, the odd channel when
+interleaved); then it is torn down: its sender stops, its queue and sockets are
+freed, its connection closed. A sender blocked on a client that does not read
+gives up after the same time. Accepted sockets have TCP keep-alive on.
+Requests are size-limited and parsed in linear time; unknown or malformed input
+gets a 4xx/5xx answer or closes that one connection, and nothing a client sends
+can stop the server or reach another client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import heapq
+import itertools
 import logging
-import secrets
+import math
+import selectors
 import socket
 import threading
-from collections import deque
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from stages.sinks.rtsp.auth import Credentials
+from stages.sinks.rtsp.connection import Connection
+from stages.sinks.rtsp.mount import Mount
 
 log = logging.getLogger("framegraph")
 
-MAX_HEADER = 8192
-MAX_BODY = 65536
-MAX_CONNECTIONS = 64
-TCP_SEND_BUFFER = 256 * 1024
-SESSION_TIMEOUT = 60
-METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
-STATUS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    454: "Session Not Found",
-    455: "Method Not Valid in This State",
-    459: "Aggregate Operation Not Allowed",
-    461: "Unsupported Transport",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "RTSP Version Not Supported",
-}
+FD_RESERVE = 256
+"""File descriptors the server leaves to the rest of the process (files, encoders)."""
+LISTEN_BACKLOG = 512
+ACCEPT_BATCH = 64
+"""Connections accepted per wake-up, so a connection storm cannot starve readers."""
+ACCEPT_PAUSE = 0.1
+"""Seconds accepting pauses after an error such as running out of descriptors."""
+REFUSAL_LOG_INTERVAL = 60.0
+
+_LISTENER, _WAKE, _CONNECTION, _RTCP = range(4)
 
 
-class BadRequest(Exception):
-    """The bytes on a connection are not an RTSP request we can answer."""
+@dataclass(frozen=True)
+class Limits:
+    """What clients may hold, and for how long.
+
+    Attributes:
+        max_connections: connections open at once, whoever they are from.
+        max_per_address: connections open at once from one IP address.
+        first_byte_timeout: seconds a new connection may stay silent before
+            its first request starts.
+        request_timeout: seconds to send a whole request (or interleaved
+            frame) once its first byte arrived, and to read the answers.
+        session_timeout: seconds a session lives without a sign of life (a
+            request naming it, or RTCP from its client); advertised in the
+            Session header as ``timeout=``. Also how long a connection may idle
+            between requests, and a sender may be blocked on a client that does
+            not read, before they are closed.
+    """
+
+    max_connections: int = 4096
+    max_per_address: int = 32
+    first_byte_timeout: float = 5.0
+    request_timeout: float = 10.0
+    session_timeout: int = 60
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_per_address", "session_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("first_byte_timeout", "request_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
 
-def _is_number(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` rejects."""
-    return text.isascii() and text.isdigit()
+def _descriptor_budget(reserve: int = FD_RESERVE) -> int:
+    """How many descriptors the server may hold for clients under RLIMIT_NOFILE."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: no limit to stay under
+        return 1 << 30
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(soft - reserve, soft // 2)
 
 
-@dataclass
-class Request:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes = b""
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name.lower(), default)
-
-
-class ClientQueue:
-    """Packets waiting for one playing client, bounded; starts at a keyframe."""
-
-    def __init__(self, send, capacity: int) -> None:
-        self._send = send  # callable(bytes) that may block or raise OSError
-        self.capacity = capacity
-        self.drops = 0
-        self.sent = 0
-        self._packets: deque[bytes] = deque()
-        self._waiting_keyframe = True
-        self._closed = False
-        self._cond = threading.Condition()
-        self.thread = threading.Thread(target=self._run, name="rtsp-client", daemon=True)
-        self.thread.start()
-
-    def offer(self, packets: list[bytes], keyframe: bool) -> None:
-        """Queue one access unit's packets (called by the encoder side; never blocks)."""
-        with self._cond:
-            if self._closed:
-                return
-            if self._waiting_keyframe and not keyframe:
-                return
-            if len(self._packets) + len(packets) > self.capacity:
-                self.drops += len(self._packets)
-                self._packets.clear()  # the client fell behind: resync at a keyframe
-                if not keyframe:
-                    self._waiting_keyframe = True
-                    return
-            self._waiting_keyframe = False
-            self._packets.extend(packets)
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._packets and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                batch = list(self._packets)
-                self._packets.clear()
-            try:
-                for packet in batch:
-                    self._send(packet)
-                    self.sent += 1
-            except OSError:
-                self.close()
-                return
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
-class Mount:
-    """One path of the server: its stream description and its playing clients."""
-
-    def __init__(self, path: str, client_buffer: int) -> None:
-        self.path = path
-        self.client_buffer = client_buffer
-        self.sdp: str | None = None
-        self.ready = threading.Event()
-        self._clients: set[ClientQueue] = set()
-        self._lock = threading.Lock()
-        self._departed_drops = 0  # drops of clients that have left
-
-    def describe(self, sdp: str) -> None:
-        """Set the session description (once SPS/PPS are known)."""
-        self.sdp = sdp
-        self.ready.set()
-
-    def publish(self, packets: list[bytes], keyframe: bool) -> None:
-        """Hand one access unit to every playing client."""
-        with self._lock:
-            clients = list(self._clients)
-        for client in clients:
-            if client.closed:
-                self.remove(client)
-            else:
-                client.offer(packets, keyframe)
-
-    def add(self, send) -> ClientQueue:
-        client = ClientQueue(send, self.client_buffer)
-        with self._lock:
-            self._clients.add(client)
-        return client
-
-    def remove(self, client: ClientQueue) -> None:
-        client.close()
-        with self._lock:
-            if client in self._clients:
-                self._clients.discard(client)
-                self._departed_drops += client.drops
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            clients = list(self._clients)
-            departed = self._departed_drops
-        return {"clients": len(clients), "client_drops": departed + sum(c.drops for c in clients)}
-
-
-def mount_path(url: str) -> str:
-    """The mount a request URL names: its path without a trailing track control."""
-    path = urlsplit(url).path or "/"
-    if path.rstrip("/").rsplit("/", 1)[-1].startswith("trackID="):
-        path = path.rstrip("/").rsplit("/", 1)[0]
-    return "/" + path.strip("/")
-
-
-@dataclass
-class _Session:
-    id: str
-    mount: Mount
-    transport: str  # "tcp" or "udp"
-    channel: int = 0
-    udp: socket.socket | None = None
-    udp_rtcp: socket.socket | None = None
-    client_addr: tuple[str, int] | None = None
-    client: ClientQueue | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+def _keep_alive(sock: socket.socket, idle: int) -> None:
+    """TCP keep-alive, probing after ``idle`` seconds of silence (the kernel's
+    default waits two hours), so a peer that vanished is noticed."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(idle // 4, 1)),
+                        ("TCP_KEEPCNT", 4)):  # fmt: skip
+        option = getattr(socket, name, None)
+        if option is not None:
+            with contextlib.suppress(OSError):  # an option this platform refuses
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class RtspServer:
@@ -210,34 +138,63 @@ class RtspServer:
         host: bind address (127.0.0.1 unless told otherwise).
         port: TCP port (0 picks a free one; see ``port`` after ``start()``).
         credentials: required to DESCRIBE / SETUP / PLAY when given.
+        limits: connection caps and timeouts (``Limits()``'s defaults if None).
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 8554, credentials: Credentials | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8554,
+        credentials: Credentials | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.credentials = credentials
+        self.limits = limits if limits is not None else Limits()
         self.mounts: dict[str, Mount] = {}
+        self.held: set[Connection] = set()  # connections holding a request (see Connection.hold)
+        self.refused = 0  # connections closed at once: over a cap
+        self.expired = 0  # connections closed by a deadline or a session timeout
+        self._lock = threading.Lock()  # mounts: added and removed from other threads
         self._listener: socket.socket | None = None
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._calls: deque[Callable[[], None]] = deque()  # run on the loop thread
+        self._connections: set[Connection] = set()
+        self._per_address: Counter[str] = Counter()
+        self._fds = 0  # descriptors held for clients
+        self._fd_budget = 0
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._sequence = itertools.count()
+        self._accept_paused_until: float | None = None
+        self._refusal_logged = -math.inf
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # ---- life cycle (any thread) ------------------------------------------
     def start(self) -> None:
         """Bind and listen. Raises OSError if the address cannot be bound."""
         listener = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((self.host, self.port))
-            listener.listen(16)
+            listener.listen(LISTEN_BACKLOG)
         except OSError:
             listener.close()
             raise
+        listener.setblocking(False)
         self.port = listener.getsockname()[1]
         self._listener = listener
-        self._thread = threading.Thread(target=self._accept, name=f"rtsp-{self.port}", daemon=True)
+        self._fd_budget = _descriptor_budget()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, (_LISTENER, None))
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.port}", daemon=True)
         self._thread.start()
 
     def add_mount(self, path: str, client_buffer: int = 2048) -> Mount:
@@ -245,7 +202,7 @@ class RtspServer:
         with self._lock:
             if path in self.mounts:
                 raise ValueError(f"mount {path} is already served on port {self.port}")
-            mount = Mount(path, client_buffer)
+            mount = Mount(path, client_buffer, on_ready=lambda: self.call_soon(self._mounts_ready))
             self.mounts[path] = mount
         return mount
 
@@ -256,374 +213,247 @@ class RtspServer:
     def stop(self) -> None:
         """Close the listener and every connection; clients see the stream end."""
         self._stopping.set()
-        if self._listener is not None:
-            with contextlib.suppress(OSError):  # not connected: closing is enough
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):  # already gone
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(2)
+        if self._thread is None:
+            if self._listener is not None:
+                self._listener.close()
+            return
+        self._wake()
+        self._thread.join(5)
+        if self._thread.is_alive():
+            log.warning("rtsp server on port %d did not stop in time", self.port)
 
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while not self._stopping.is_set():
-            try:
-                conn, addr = self._listener.accept()
-            except OSError as error:
-                if self._stopping.is_set() or self._listener.fileno() == -1:
-                    return  # listener closed
-                log.warning("rtsp server on port %d: accept failed: %s", self.port, error)
-                self._stopping.wait(0.1)  # e.g. out of file descriptors: retry soon
-                continue
-            with self._lock:
-                full = len(self._connections) >= MAX_CONNECTIONS
-                if not full:
-                    self._connections.add(conn)
-            if full:
-                conn.close()
-                continue
-            threading.Thread(
-                target=self._serve_connection, args=(conn, addr), name="rtsp-conn", daemon=True
-            ).start()
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop thread (safe from any thread)."""
+        self._calls.append(call)
+        self._wake()
 
-    def _serve_connection(self, conn: socket.socket, addr: tuple) -> None:
-        handler = _Connection(self, conn, addr)
+    def stats(self) -> dict[str, int]:
+        """Connections open now, and closed for being over a cap or a deadline."""
+        return {
+            "connections": len(self._connections),
+            "refused": self.refused,
+            "expired": self.expired,
+        }
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+                self._wake_w.send(b"\0")
+
+    # ---- used by connections (loop thread) ----------------------------------
+    def forget(self, conn: Connection) -> None:
+        """``conn`` is closing: stop watching it and give back what it counted."""
+        if conn.registered and self._selector is not None:
+            self._selector.unregister(conn.sock)
+            conn.registered = 0
+        session = conn.session
+        if session is not None and session.udp_rtcp is not None and self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(session.udp_rtcp)
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self._per_address[conn.peer] -= 1
+            if self._per_address[conn.peer] <= 0:
+                del self._per_address[conn.peer]
+            self._fds -= conn.fds
+        self.held.discard(conn)
+
+    def reserve_fds(self, conn: Connection, count: int) -> bool:
+        """Count ``count`` more descriptors (negative: fewer) for ``conn``; False
+        when that would pass the budget."""
+        if count > 0 and self._fds + count > self._fd_budget:
+            return False
+        self._fds += count
+        conn.fds += count
+        return True
+
+    def watch_rtcp(self, sock: socket.socket, conn: Connection) -> None:
+        assert self._selector is not None
+        self._selector.register(sock, selectors.EVENT_READ, (_RTCP, conn))
+
+    # ---- the loop ----------------------------------------------------------
+    def _run(self) -> None:
+        assert self._selector is not None
         try:
-            handler.run()
-        except Exception:  # one connection's failure must never reach the server
-            log.debug("rtsp connection from %s failed", addr, exc_info=True)
+            while not self._stopping.is_set():
+                events = self._selector.select(self._timeout())
+                now = time.monotonic()
+                for key, mask in events:
+                    kind, conn = key.data
+                    if conn is not None and conn.closed:
+                        continue  # closed earlier in this round (its number may be reused)
+                    if kind == _CONNECTION:
+                        if mask & selectors.EVENT_WRITE:
+                            self._guard(conn, conn.on_writable, now)
+                        if mask & selectors.EVENT_READ and not conn.closed:
+                            self._guard(conn, conn.on_readable, now)
+                    elif kind == _RTCP:
+                        self._guard(conn, conn.on_rtcp, key.fileobj, now)
+                    elif kind == _LISTENER:
+                        self._accept(now)
+                    else:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)  # type: ignore[union-attr]
+                while self._calls:
+                    call = self._calls.popleft()
+                    try:
+                        call()
+                    except Exception:  # one client's clean-up must not end the server
+                        log.debug("rtsp server on port %d: a call failed", self.port,
+                                  exc_info=True)  # fmt: skip
+                self._run_timers(time.monotonic())
+        except Exception:
+            log.exception("rtsp server on port %d failed", self.port)
         finally:
-            handler.close()
-            with self._lock:
-                self._connections.discard(conn)
+            self._close_all()
 
-
-class _Connection:
-    """One client's RTSP control connection (and its TCP-interleaved media)."""
-
-    def __init__(self, server: RtspServer, conn: socket.socket, addr: tuple) -> None:
-        self.server = server
-        self.conn = conn
-        self.addr = addr
-        self.session: _Session | None = None
-        self._send_lock = threading.Lock()
-        self._buffer = b""
-        conn.settimeout(SESSION_TIMEOUT)
-
-    # ---- wire ------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        with self._send_lock:
-            self.conn.sendall(data)
-
-    def _recv(self) -> bool:
-        try:
-            chunk = self.conn.recv(65536)
-        except TimeoutError:  # a playing client need not talk; others must
-            return self.session is not None and self.session.client is not None
-        except OSError:
-            return False
-        if not chunk:
-            return False
-        self._buffer += chunk
-        return True
-
-    def _next_request(self) -> Request | None:
-        """Read one request (skipping interleaved RTCP); None when the peer is gone."""
-        while True:
-            if self._buffer.startswith(b"$"):
-                if len(self._buffer) >= 4:
-                    size = int.from_bytes(self._buffer[2:4], "big")
-                    if len(self._buffer) >= 4 + size:
-                        self._buffer = self._buffer[4 + size :]
-                        continue
-            else:
-                end = self._buffer.find(b"\r\n\r\n")
-                if end > MAX_HEADER:
-                    raise BadRequest("request header too large")
-                if end != -1:
-                    head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
-                    request = self._parse(head)
-                    length = request.header("content-length", "0")
-                    if not _is_number(length) or int(length) > MAX_BODY:
-                        raise BadRequest("bad Content-Length")
-                    while len(self._buffer) < int(length):
-                        if not self._recv():
-                            return None
-                    request.body = self._buffer[: int(length)]
-                    self._buffer = self._buffer[int(length) :]
-                    return request
-                if len(self._buffer) > MAX_HEADER:
-                    raise BadRequest("request header too large")
-            if not self._recv():
-                return None
-
-    @staticmethod
-    def _parse(head: bytes) -> Request:
-        try:
-            text = head.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("not text") from None
-        lines = text.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("RTSP/"):
-            raise BadRequest(f"bad request line {lines[0][:60]!r}")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name.strip():
-                raise BadRequest("bad header line")
-            headers[name.strip().lower()] = value.strip()
-        return Request(parts[0], parts[1], headers)
-
-    def respond(self, request: Request | None, code: int, headers: dict[str, str] | None = None,
-                body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
-        lines = [f"RTSP/1.0 {code} {STATUS.get(code, 'Error')}"]
-        cseq = request.header("cseq") if request is not None else None
-        if cseq is not None:
-            lines.append(f"CSeq: {cseq}")
-        lines.append("Server: FrameGraph")
-        for name, value in (headers or {}).items():
-            lines.append(f"{name}: {value}")
-        for name, value in extra or []:
-            lines.append(f"{name}: {value}")
-        if body:
-            lines.append(f"Content-Length: {len(body)}")
-        self.send(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body)
-
-    # ---- protocol --------------------------------------------------------
-    def run(self) -> None:
-        while not self.server._stopping.is_set():
-            try:
-                request = self._next_request()
-            except BadRequest:
-                self.respond(None, 400)
-                return  # the byte stream is out of step: drop this connection only
-            if request is None:
-                return
-            if not _is_number(request.header("cseq", "").strip()):
-                self.respond(request, 400)
-                continue
-            if request.url == "*" and request.method != "OPTIONS":
-                self.respond(request, 400)
-                continue
-            if request.method != "OPTIONS" and not request.method.isupper():
-                self.respond(request, 400)
-                continue
-            if not self._handle(request):
-                return
-
-    def _authorised(self, request: Request) -> bool:
-        credentials = self.server.credentials
-        if credentials is None or request.method == "OPTIONS":
-            return True
-        if credentials.check(request.header("authorization"), request.method):
-            return True
-        self.respond(request, 401, extra=[("WWW-Authenticate", v) for v in credentials.challenge()])
-        return False
-
-    def _handle(self, request: Request) -> bool:
-        """Answer one request; False to close the connection."""
-        if request.url != "*" and not request.url.lower().startswith("rtsp://"):
-            self.respond(request, 400)
-            return True
-        if not self._authorised(request):
-            return True
-        method = request.method
-        if method == "OPTIONS":
-            self.respond(request, 200, {"Public": METHODS})
-        elif method == "DESCRIBE":
-            self._describe(request)
-        elif method == "SETUP":
-            self._setup(request)
-        elif method == "PLAY":
-            self._play(request)
-        elif method in ("GET_PARAMETER", "SET_PARAMETER"):
-            if self._session_ok(request):
-                self.respond(request, 200, self._session_header())
-        elif method == "TEARDOWN":
-            if self._session_ok(request):
-                self.respond(request, 200, self._session_header())
-                return False
-        elif method in ("PAUSE", "RECORD", "ANNOUNCE", "REDIRECT"):
-            self.respond(request, 405, {"Allow": METHODS})
-        else:
-            self.respond(request, 501)
-        return True
-
-    def _mount(self, request: Request) -> Mount | None:
-        try:
-            path = mount_path(request.url)
-        except ValueError:  # e.g. rtsp://[::1/x
-            self.respond(request, 400)
+    def _timeout(self) -> float | None:
+        due = self._timers[0][0] if self._timers else math.inf
+        if self._accept_paused_until is not None:
+            due = min(due, self._accept_paused_until)
+        if due == math.inf:
             return None
-        mount = self.server.mounts.get(path)
-        if mount is None:
-            self.respond(request, 404)
-        return mount
+        return max(due - time.monotonic(), 0.0)
 
-    def _describe(self, request: Request) -> None:
-        mount = self._mount(request)
-        if mount is None:
-            return
-        if not mount.ready.wait(5.0) or mount.sdp is None:
-            self.respond(request, 503, {"Retry-After": "1"})
-            return
-        base = request.url if request.url.endswith("/") else request.url + "/"
-        self.respond(
-            request,
-            200,
-            {"Content-Type": "application/sdp", "Content-Base": base},
-            mount.sdp.encode("ascii"),
-        )
+    def _guard(self, conn: Connection, handler: Callable, *args: object) -> None:
+        """Run one connection's handler; whatever it raises closes only that
+        connection. Then wait for what it now waits for."""
+        try:
+            handler(*args)
+        except Exception:
+            log.debug("rtsp connection from %s failed", conn.peer, exc_info=True)
+            conn.close()
+        if not conn.closed:
+            self._update(conn)
 
-    def _session_header(self) -> dict[str, str]:
-        if self.session is None:
-            return {}
-        return {"Session": f"{self.session.id};timeout={SESSION_TIMEOUT}"}
-
-    def _session_ok(self, request: Request) -> bool:
-        given = (request.header("session") or "").split(";")[0].strip()
-        matches = self.session is not None and given == self.session.id
-        if not matches and (given or request.method in ("PLAY", "TEARDOWN")):
-            self.respond(request, 454)
-            return False
-        return True
-
-    def _setup(self, request: Request) -> None:
-        mount = self._mount(request)
-        if mount is None:
-            return
-        if self.session is not None:
-            if (request.header("session") or "").split(";")[0].strip() != self.session.id:
-                self.respond(request, 459)  # one stream per connection
-                return
-            self.respond(request, 455)
-            return
-        transport = request.header("transport", "") or ""
-        spec = next((t for t in transport.split(",") if "RTP/AVP" in t), "")
-        options = _transport_options(spec)
-        session_id = secrets.token_hex(8)
-        if "RTP/AVP/TCP" in spec and "interleaved" in options:
-            channels = options["interleaved"].split("-")
-            if not _is_number(channels[0]) or int(channels[0]) > 254:
-                self.respond(request, 461)
-                return
-            channel = int(channels[0])
-            self.session = _Session(session_id, mount, "tcp", channel=channel)
-            reply = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
-        elif spec.startswith("RTP/AVP") and "multicast" not in spec and "client_port" in options:
-            ports = options["client_port"].split("-")
-            if not _is_number(ports[0]) or not 0 < int(ports[0]) < 65535:
-                self.respond(request, 461)
-                return
-            rtp, rtcp = _udp_pair(self.conn.getsockname()[0])
-            self.session = _Session(session_id, mount, "udp", udp=rtp, udp_rtcp=rtcp,
-                                    client_addr=(self.addr[0], int(ports[0])))  # fmt: skip
-            server_ports = f"{rtp.getsockname()[1]}-{rtcp.getsockname()[1]}"
-            reply = (
-                f"RTP/AVP;unicast;client_port={options['client_port']};server_port={server_ports}"
-            )
-        else:
-            self.respond(request, 461)
-            return
-        self.respond(request, 200, {"Transport": reply, **self._session_header()})
-
-    def _play(self, request: Request) -> None:
-        if not self._session_ok(request):
-            return
-        session = self.session
-        assert session is not None
-        # answer first: media sent before the response would reach a client still
-        # waiting for it (FFmpeg skips such packets, losing the keyframe)
-        self.respond(
-            request,
-            200,
-            {**self._session_header(), "Range": "npt=0.000-",
-             "RTP-Info": f"url={request.url.rstrip('/')}/trackID=0"},
-        )  # fmt: skip
-        if session.client is None:
-            if session.transport == "tcp":
-                prefix = bytes((0x24, session.channel))
-                # A small kernel buffer, so a stalled viewer shows up in our own
-                # bounded queue (counted drops) instead of hiding megabytes in the kernel.
-                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_SEND_BUFFER)
-
-                def send(packet: bytes) -> None:
-                    self.send(prefix + len(packet).to_bytes(2, "big") + packet)
+    def _update(self, conn: Connection) -> None:
+        assert self._selector is not None
+        read, write = conn.wanted_events()
+        events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
+        if events != conn.registered:
+            if not conn.registered:
+                self._selector.register(conn.sock, events, (_CONNECTION, conn))
+            elif not events:
+                self._selector.unregister(conn.sock)
             else:
-                udp, addr = session.udp, session.client_addr
-                assert udp is not None and addr is not None
+                self._selector.modify(conn.sock, events, (_CONNECTION, conn))
+            conn.registered = events
+        due = conn.deadline()
+        # One heap entry per connection: a later deadline is found when the
+        # earlier entry fires; only an earlier one needs a new entry.
+        if due < conn.scheduled:
+            conn.scheduled = due
+            heapq.heappush(self._timers, (due, next(self._sequence), conn))
 
-                def send(packet: bytes) -> None:
-                    udp.sendto(packet, addr)
+    def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            due, _, conn = heapq.heappop(self._timers)
+            if conn.closed or due != conn.scheduled:
+                continue  # superseded by an earlier entry
+            conn.scheduled = math.inf
+            self._guard(conn, conn.on_deadline, now)
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            assert self._selector is not None and self._listener is not None
+            self._selector.register(self._listener, selectors.EVENT_READ, (_LISTENER, None))
 
-            session.client = session.mount.add(send)
+    def _mounts_ready(self) -> None:
+        """A mount has its SDP: answer the DESCRIBEs that waited for it."""
+        for conn in list(self.held):
+            if conn.waiting_for is not None and conn.waiting_for.sdp is not None:
+                self._guard(conn, conn.release)
 
-    def close(self) -> None:
-        session = self.session
-        if session is not None:
-            if session.client is not None:
-                session.mount.remove(session.client)
-            for sock in (session.udp, session.udp_rtcp):
-                if sock is not None:
-                    sock.close()
-        with contextlib.suppress(OSError):  # already closed
-            self.conn.close()
-
-
-def _transport_options(spec: str) -> dict[str, str]:
-    """``RTP/AVP;unicast;client_port=5000-5001`` -> {"RTP/AVP": "", "unicast": "",
-    "client_port": "5000-5001"}."""
-    options = {}
-    for part in spec.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name:
-            options[name] = value
-    return options
-
-
-def _udp_pair(host: str) -> tuple[socket.socket, socket.socket]:
-    """Two UDP sockets on consecutive ports (RTP even, RTCP odd), bound to ``host``."""
-    for _ in range(50):
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind((host, 0))
-        port = rtp.getsockname()[1]
-        if port % 2 == 0 and port < 65535:
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def _accept(self, now: float) -> None:
+        assert self._listener is not None and self._selector is not None
+        for _ in range(ACCEPT_BATCH):
             try:
-                rtcp.bind((host, port + 1))
-                return rtp, rtcp
-            except OSError:
-                rtcp.close()
-        rtp.close()
-    raise OSError("no free UDP port pair")
+                sock, addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno == errno.ECONNABORTED:
+                    continue  # reset before we got to it
+                # e.g. out of descriptors: the socket stays readable, so stop
+                # watching it for a moment instead of spinning
+                log.warning("rtsp server on port %d: accept failed: %s", self.port, error)
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = now + ACCEPT_PAUSE
+                return
+            self._admit(sock, addr, now)
+
+    def _admit(self, sock: socket.socket, addr: tuple, now: float) -> None:
+        peer = addr[0]
+        limits = self.limits
+        if len(self._connections) >= limits.max_connections or self._fds >= self._fd_budget:
+            self._refuse(sock, f"{len(self._connections)} connections open")
+            return
+        if self._per_address[peer] >= limits.max_per_address:
+            self._refuse(sock, f"{self._per_address[peer]} connections open from {peer}")
+            return
+        try:
+            sock.setblocking(False)
+            _keep_alive(sock, limits.session_timeout)
+        except OSError:  # already reset by the peer
+            sock.close()
+            return
+        conn = Connection(self, sock, addr, now)
+        self._connections.add(conn)
+        self._per_address[peer] += 1
+        self._fds += conn.fds
+        self._update(conn)
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        self.refused += 1
+        sock.close()
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged = now
+            log.warning("rtsp server on port %d refuses connections: %s", self.port, why)
+
+    def _close_all(self) -> None:
+        for conn in list(self._connections):
+            with contextlib.suppress(Exception):  # keep closing the others
+                conn.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_w = None
+        if self._selector is not None:
+            self._selector.close()
 
 
-def _who(credentials: Credentials | None) -> tuple[str, str, str] | None:
-    """What two mounts must agree on to share a server: user, password, scheme."""
+def _who(credentials: Credentials | None) -> tuple[str, str, str, float] | None:
+    """What two mounts must agree on to share a server: user, password, scheme, nonce life."""
     if credentials is None:
         return None
-    return (credentials.username, credentials.password, credentials.scheme)
+    return (credentials.username, credentials.password, credentials.scheme,
+            credentials.nonce_lifetime)  # fmt: skip
 
 
 _servers: dict[tuple[str, int], tuple[RtspServer, int]] = {}
 _servers_lock = threading.Lock()
 
 
-def acquire_server(host: str, port: int, credentials: Credentials | None) -> RtspServer:
-    """The process's server on ``host:port``, started on first use (shared by mounts)."""
+def acquire_server(
+    host: str, port: int, credentials: Credentials | None, limits: Limits | None = None
+) -> RtspServer:
+    """The process's server on ``host:port``, started on first use (shared by mounts).
+
+    Raises:
+        ValueError: the server already runs with other credentials or limits.
+        OSError: the address cannot be bound.
+    """
+    limits = limits if limits is not None else Limits()
     with _servers_lock:
         if (host, port) in _servers:
             server, users = _servers[(host, port)]
             if _who(server.credentials) != _who(credentials):
                 raise ValueError(f"rtsp://{host}:{port} is already served with other credentials")
+            if server.limits != limits:
+                raise ValueError(f"rtsp://{host}:{port} is already served with other limits")
             _servers[(host, port)] = (server, users + 1)
             return server
-        server = RtspServer(host, port, credentials)
+        server = RtspServer(host, port, credentials, limits)
         server.start()
         _servers[(host, port)] = (server, 1)
         return server
