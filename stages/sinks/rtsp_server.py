@@ -215,7 +215,8 @@ class RtspServerSink(Sink):
     def served_url(self) -> str:
         """The URL players open (with the real port when 0 was asked for)."""
         port = self.server.port if self.server is not None else self.port
-        return f"rtsp://{self.host}:{port}{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as URLs write it
+        return f"rtsp://{host}:{port}{self.path}"
 
     def write(self, frame: Frame) -> None:
         with self._lock:

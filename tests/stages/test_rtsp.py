@@ -10,6 +10,7 @@ thread, stopped and joined at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -574,6 +575,22 @@ def test_interleaved_frames_are_parsed_in_linear_time(serve: Callable[..., Serve
             assert chunk, "closed without an answer"
             reply += chunk
     assert reply.startswith(b"RTSP/1.0 200 OK\r\nCSeq: 7\r\n")
+
+
+def ipv6_loopback() -> bool:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        return True
+    return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_clients_play_over_tcp_and_udp(serve: Callable[..., Served]) -> None:
+    served = serve(sinks=[RtspServerSink(f"rtsp://[::1]:{free_port()}/live")])
+    tcp, udp = players(Player(served.url, "tcp", frames=20), Player(served.url, "udp", frames=20))
+    for player in (tcp, udp):
+        player.check()
+        assert len(player.received) >= 20, player.transport
 
 
 # ---- 6. authentication ---------------------------------------------------------------

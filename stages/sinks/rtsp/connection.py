@@ -578,13 +578,15 @@ def _transport_options(spec: str) -> dict[str, str]:
 
 
 def udp_port_pair(host: str) -> tuple[socket.socket, socket.socket]:
-    """Two UDP sockets on consecutive ports (RTP even, RTCP odd), bound to ``host``."""
+    """Two UDP sockets on consecutive ports (RTP even, RTCP odd), bound to ``host`` (IPv4 or
+    IPv6, as the RTSP connection came)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp = socket.socket(family, socket.SOCK_DGRAM)
         rtp.bind((host, 0))
         port = rtp.getsockname()[1]
         if port % 2 == 0 and port < 65535:
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp = socket.socket(family, socket.SOCK_DGRAM)
             try:
                 rtcp.bind((host, port + 1))
                 return rtp, rtcp
