@@ -12,6 +12,12 @@ A config has two top-level keys::
         kind: video_file
         path: out.mp4
 
+and, for cameras placed on a Ray cluster, an optional third (ClusterSettings below)::
+
+    cluster:
+      streams_per_worker: 4
+      num_gpus: 0.25
+
 Stage kinds register with ``@register("kind")`` on the class itself, so the
 name sits next to the code it names. A stage's config keys are its
 constructor's parameter names, plus the fields of its ``options_type`` (a model
@@ -119,12 +125,37 @@ class StageEntry(BaseModel):
     workers: int = Field(1, ge=1)
 
 
+class ClusterSettings(BaseModel):
+    """Cameras on a Ray cluster (the ``cluster:`` section; used by ``cluster.controller``):
+    each worker is a graph of this config serving a group of cameras."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    streams_per_worker: int = Field(4, ge=1)
+    """Cameras a worker takes before another worker is started. When the cluster has room
+    for no further worker, cameras go to the least loaded worker anyway (past this)."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs a worker reserves on its node (Ray places workers by these)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs a worker reserves: a fraction shares one GPU between several workers."""
+    max_workers: int | None = Field(None, ge=1)
+    """The most workers started at once (None: as many as the cluster has room for)."""
+    health_interval: float = Field(1.0, gt=0)
+    """Seconds between the controller's checks of its workers."""
+    unresponsive_after: float = Field(6.0, gt=0)
+    """A worker that has not answered a check for this long is taken for dead (its node
+    may be gone before Ray notices) and its cameras are placed on others."""
+    start_timeout: float = Field(120.0, gt=0)
+    """Seconds a new worker may take to start (its process, imports, stages opening)."""
+
+
 class Config(BaseModel):
     """A whole config file."""
 
     model_config = ConfigDict(extra="forbid")
 
     pipeline: PipelineSettings = PipelineSettings()
+    cluster: ClusterSettings = ClusterSettings()
     stages: list[StageEntry] = Field(min_length=2)
 
 

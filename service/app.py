@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hmac
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,12 @@ from pydantic import BaseModel, Field
 from pipeline.errors import ConfigError, FrameGraphError
 from pipeline.graph import Graph
 from pipeline.metrics import json_safe
-from pipeline.per_source import PerSource
 from service.prometheus import metrics_text
+from service.streams import stream_rows, stream_states, wait_finalised
 from service.webrtc import WebRTCViews
 from stages.sinks.web import LiveHub, WebSink
-from stages.sources.urls import redact
 
 STATIC = Path(__file__).resolve().parent / "static"
-STATE_NAMES = {"streaming": "live", "running": "live", "removed": "ended"}
-"""A source's own state words -> the API's (connecting, live, reconnecting, ended, failed)."""
-FINALISE_WAIT_S = 10.0
-"""How long ``DELETE`` waits for the stream's per-source outputs to be finalised."""
 
 
 class NewStream(BaseModel):
@@ -83,12 +77,7 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
             raise HTTPException(401, "this call needs Authorization: Bearer <token>")
 
     def states() -> dict[str, str]:
-        inputs = group.status()["inputs"]
-        return {n: STATE_NAMES.get(i["state"], i["state"]) for n, i in inputs.items()}
-
-    def outputs(name: str) -> list[str]:
-        return [out for node in graph.nodes.values() if isinstance(node.stage, PerSource)
-                for out in node.stage.outputs_of(name)]  # fmt: skip
+        return stream_states(graph)
 
     def require_live(name: str) -> None:
         given = group.inputs.get(name)
@@ -97,18 +86,7 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
 
     @app.get("/api/streams")
     def list_streams() -> list[dict[str, Any]]:
-        inputs = group.status()["inputs"]
-        rows = graph.metrics.source_rows()
-        current = states()
-        return json_safe([
-            {"name": name, "url": redact(given["url"]), "state": current[name],
-             "fps": rows.get(name, {}).get("fps"),
-             "e2e_p50_ms": rows.get(name, {}).get("e2e_p50_ms"),
-             "e2e_p95_ms": rows.get(name, {}).get("e2e_p95_ms"),
-             "drops": given["drops"], "frames": rows.get(name, {}).get("frames", 0),
-             "outputs": outputs(name)}
-            for name, given in inputs.items()
-        ])  # fmt: skip
+        return stream_rows(graph)
 
     @app.post("/api/streams", status_code=201, dependencies=[Depends(authorised)])
     def add_stream(stream: NewStream) -> dict[str, str]:
@@ -127,10 +105,7 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
             graph.remove_source(name)
         except ConfigError as error:
             raise HTTPException(404, str(error)) from None
-        per_source = [n.stage for n in graph.nodes.values() if isinstance(n.stage, PerSource)]
-        deadline = time.monotonic() + FINALISE_WAIT_S  # answer once its files are complete
-        while any(name in sink.outputs for sink in per_source) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_finalised(graph, name)  # answer once its files are complete
         return Response(status_code=204)
 
     @app.get("/api/stages")
