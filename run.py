@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--api-insecure", action="store_true", help="serve beyond this machine without a token"
     )
+    parser.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="with --api: run the cameras on a Ray cluster (auto: the one on this machine, "
+        "or a new one; else the head's HOST:PORT), moved when a node dies",
+    )
     parser.add_argument("--device", help="where models run: cpu, cuda, cuda:N")
     parser.add_argument("--max-frames", type=int, help="stop after N frames per source")
     parser.add_argument(
@@ -225,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     origin = Path(args.config).name
     raw = load_yaml(args.config)
     parse_config(raw, origin)  # report mistakes in the file itself before overriding
+    if args.ray is not None:
+        return _serve_cluster(args, apply_overrides(raw, args), origin)
     config = parse_config(apply_overrides(raw, args), origin)
     graph = build_graph(config)
     server = _start_api(args, graph) if args.api is not None else None
@@ -276,6 +284,19 @@ def _start_api(args: argparse.Namespace, graph: Any) -> Any:
     return server
 
 
+def _serve_cluster(args: argparse.Namespace, raw: dict[str, Any], origin: str) -> int:
+    """Service mode on a Ray cluster (``--ray``): the config checked here, the rest in
+    ``service.cluster_app``."""
+    from pipeline.config import parse_config
+    from service.app import check_exposure, parse_bind
+    from service.cluster_app import serve_cluster
+
+    parse_config(raw, origin)  # overrides' mistakes reported before joining a cluster
+    host, port = parse_bind(args.api)
+    check_exposure(host, args.api_token, args.api_insecure)
+    return serve_cluster(raw, args.ray, (host, port), args.api_token)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -286,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import EXIT_INTERRUPTED, FrameGraphError
 
     try:
+        if args.ray is not None and args.api is None:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("--ray needs --api HOST:PORT (the cluster runs as a service)")
         return run(args)
     except FrameGraphError as error:
         if args.debug:

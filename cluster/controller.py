@@ -34,8 +34,11 @@ from typing import Any
 
 from pipeline.config import ClusterSettings, parse_config
 from pipeline.errors import ConfigError, FrameGraphError, StageError
+from service.backend import NoCapacity, NoSuchStream, StreamExists  # the API: 409/404/503
 from stages.sources import named_sources
 from stages.sources.urls import redact
+
+__all__ = ["ClusterController", "NoCapacity", "NoSuchStream", "StreamExists", "connect"]
 
 log = logging.getLogger("framegraph")
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,18 +52,6 @@ ASK_TIMEOUT_S = 5.0
 """How long listing and metrics wait for each worker's answer."""
 RETRY_S = 5.0
 """After a camera could not be placed again, the wait before the next try."""
-
-
-class StreamExists(ConfigError):
-    """A camera of that name is already wanted (the API answers 409)."""
-
-
-class NoSuchStream(ConfigError):
-    """No camera of that name is wanted (the API answers 404)."""
-
-
-class NoCapacity(FrameGraphError):
-    """No worker runs and none fits on the cluster (the API answers 503)."""
 
 
 class _WorkerLost(Exception):
@@ -375,6 +366,11 @@ class ClusterController:
                               timeout=timeout + ASK_TIMEOUT_S)  # fmt: skip
         except (_WorkerLost, TimeoutError, FrameGraphError):
             return None
+
+    def wanted(self) -> list[str]:
+        """The cameras wanted now: running, being opened, or waiting to be placed again."""
+        with self._lock:
+            return list(self._wanted)
 
     # ---- cluster ------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:

@@ -7,11 +7,15 @@
   through the running graph; 409 on a name in use, 422 on a bad body, 400 with the one-line
   reason when it cannot be opened.
 - ``DELETE /api/streams/{name}``: its outputs finalised, 204; 404 for no such input.
-- ``GET /api/stages``: per-stage metrics as in the end table. ``GET /metrics``: Prometheus.
+- ``GET /api/stages``: per-stage metrics as in the end table (per worker on a cluster).
+  ``GET /metrics``: Prometheus. ``GET /api/nodes``: a cluster's nodes (404 outside one).
 - ``GET /healthz``: the process serves; ``GET /readyz``: every stage opened (503 before).
 - ``GET /``: the web page; ``POST /webrtc/{name}`` (an SDP offer): a stream's annotated
   video over WebRTC (``service.webrtc``); ``GET /live/{name}.mjpg``: the same as MJPEG, the
-  page's fallback.
+  page's fallback. On a cluster the frames are on the workers: ``/webrtc`` answers 501.
+
+The cameras are a backend's (``service.backend``): a graph in this process, or a
+``cluster.controller`` placing them on Ray workers (``service.cluster_app``).
 
 With a token, the mutating calls need ``Authorization: Bearer <token>`` (401 otherwise).
 """
@@ -22,9 +26,10 @@ import asyncio
 import contextlib
 import hmac
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -33,13 +38,14 @@ from pydantic import BaseModel, Field
 
 from pipeline.errors import ConfigError, FrameGraphError
 from pipeline.graph import Graph
-from pipeline.metrics import json_safe
-from service.prometheus import metrics_text
-from service.streams import stream_rows, stream_states, wait_finalised
+from service.backend import Backend, GraphBackend, NoCapacity, NoSuchStream, StreamExists
 from service.webrtc import WebRTCViews
-from stages.sinks.web import LiveHub, WebSink
 
 STATIC = Path(__file__).resolve().parent / "static"
+LIVE_VIEWERS = 32
+"""Threads waiting for live frames at once (one per MJPEG viewer): a cluster backend's
+wait is a blocking Ray call, kept off the event loop and out of the default pool."""
+T = TypeVar("T")
 
 
 class NewStream(BaseModel):
@@ -49,26 +55,40 @@ class NewStream(BaseModel):
     url: str = Field(min_length=1)
 
 
-def create_app(graph: Graph, token: str | None = None) -> FastAPI:
-    """The app serving ``graph`` (which must have a source group, ``kind: sources``).
+def _http_error(error: FrameGraphError) -> HTTPException:
+    """A backend's error -> the answer: 409 taken, 404 unknown, 503 no room, else 400."""
+    for kind, status in ((StreamExists, 409), (NoSuchStream, 404), (NoCapacity, 503)):
+        if isinstance(error, kind):
+            return HTTPException(status, str(error))
+    return HTTPException(400, str(error))
+
+
+def create_app(backend: Backend | Graph, token: str | None = None) -> FastAPI:
+    """The app serving ``backend``'s cameras.
 
     Args:
-        graph: the graph, running or about to run in this process.
+        backend: the cameras: a :class:`~service.backend.Backend`, or a graph in this
+            process (which must have a source group, ``kind: sources``).
         token: when set, ``POST`` and ``DELETE`` need ``Authorization: Bearer <token>``.
     """
-    group = graph.source_group()
-    hub = next((n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)),
-               LiveHub())  # fmt: skip
-    views = WebRTCViews(hub)
+    cameras: Backend = GraphBackend(backend) if isinstance(backend, Graph) else backend
+    views = WebRTCViews(cameras.hub) if cameras.hub is not None else None
+    pool = ThreadPoolExecutor(LIVE_VIEWERS, thread_name_prefix="live")
+
+    async def off_loop(call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await views.close_all()  # every viewer's connection, so no socket outlives the app
+        if views is not None:
+            await views.close_all()  # every viewer's connection, so no socket outlives the app
+        pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="FrameGraph", summary="Cameras, stages and metrics of a running graph",
                   lifespan=lifespan)  # fmt: skip
     app.state.views = views
+    app.state.backend = cameras
 
     def authorised(authorization: str | None = Header(default=None)) -> None:
         if token is None:
@@ -76,45 +96,45 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
         if not hmac.compare_digest(authorization or "", f"Bearer {token}"):
             raise HTTPException(401, "this call needs Authorization: Bearer <token>")
 
-    def states() -> dict[str, str]:
-        return stream_states(graph)
-
     def require_live(name: str) -> None:
-        given = group.inputs.get(name)
-        if name not in hub.feeds and (given is None or given.ended):
+        if not cameras.live(name):
             raise HTTPException(404, f"no live stream named {name!r}")
 
+    # plain ``def`` endpoints: FastAPI runs them in its thread pool (backends block)
     @app.get("/api/streams")
     def list_streams() -> list[dict[str, Any]]:
-        return stream_rows(graph)
+        return cameras.streams()
 
     @app.post("/api/streams", status_code=201, dependencies=[Depends(authorised)])
     def add_stream(stream: NewStream) -> dict[str, str]:
         try:
-            graph.add_source(stream.name, stream.url)
-        except ConfigError as error:
-            taken = "is running" in str(error)
-            raise HTTPException(409 if taken else 400, str(error)) from None
+            cameras.add(stream.name, stream.url)
         except FrameGraphError as error:
-            raise HTTPException(400, str(error)) from None
+            raise _http_error(error) from None
         return {"name": stream.name}
 
     @app.delete("/api/streams/{name}", status_code=204, dependencies=[Depends(authorised)])
     def remove_stream(name: str) -> Response:
         try:
-            graph.remove_source(name)
-        except ConfigError as error:
-            raise HTTPException(404, str(error)) from None
-        wait_finalised(graph, name)  # answer once its files are complete
+            cameras.remove(name)
+        except FrameGraphError as error:
+            raise _http_error(error) from None
         return Response(status_code=204)
 
     @app.get("/api/stages")
     def stages() -> dict[str, Any]:
-        return json_safe(graph.metrics.snapshot()["stages"])
+        return cameras.stages()
+
+    @app.get("/api/nodes")
+    def nodes() -> list[dict[str, Any]]:
+        found = cameras.nodes()
+        if found is None:
+            raise HTTPException(404, "not a cluster: this service runs its graph itself")
+        return found
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(metrics_text(graph, states), media_type="text/plain; version=0.0.4")
+        return Response(cameras.metrics_text(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -122,29 +142,24 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
 
     @app.get("/readyz")
     def readyz() -> Response:
-        ready = graph.ready.is_set()
+        ready = cameras.ready()
         body = '{"status": "ready"}' if ready else '{"status": "opening stages"}'
         return Response(body, 200 if ready else 503, media_type="application/json")
 
     @app.get("/live/{name}.mjpg")
     async def mjpeg(name: str) -> StreamingResponse:
-        require_live(name)
+        await off_loop(require_live, name)
 
-        async def parts():  # one JPEG per new frame; a slow viewer skips frames
+        async def parts() -> AsyncIterator[bytes]:  # one JPEG per new frame; slow: skips
             number = 0
             while True:
-                feed = hub.feeds.get(name)
-                if feed is None:  # not started yet (or ended: then the stream is over)
-                    if name not in group.inputs or group.inputs[name].ended:
+                got = await off_loop(cameras.live_jpeg, name, number, 1.0)
+                if got is None:  # no new frame (not started yet, or ended: then it is over)
+                    if not await off_loop(cameras.live, name):
                         return
                     await asyncio.sleep(0.1)
                     continue
-                newest = await asyncio.to_thread(feed.wait_newer, number, 1.0)
-                if feed.ended:
-                    return
-                if newest == number:
-                    continue
-                number, data = await asyncio.to_thread(feed.jpeg)
+                number, data = got  # a moved camera's numbers start again: taken as new
                 yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                        + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")  # fmt: skip
 
@@ -153,7 +168,9 @@ def create_app(graph: Graph, token: str | None = None) -> FastAPI:
     @app.post("/webrtc/{name}", status_code=201)
     async def webrtc(name: str, request: Request) -> Response:
         """WHEP-style: the body is the viewer's SDP offer, the answer comes back."""
-        require_live(name)
+        if views is None:  # the frames are on the workers: the page falls back to MJPEG
+            raise HTTPException(501, "no WebRTC here (a cluster): use /live/{name}.mjpg")
+        await off_loop(require_live, name)
         offer = (await request.body()).decode()
         if "v=0" not in offer:
             raise HTTPException(400, "the body must be an SDP offer (application/sdp)")

@@ -20,23 +20,28 @@ function tile(stream) {
     const info = document.createElement("div");
     info.className = "info";
     info.innerHTML = '<span class="name"></span><span class="state"></span>' +
-      '<span class="rate"></span><button class="remove">Remove</button>';
+      '<span class="rate"></span><span class="node"></span><button class="remove">Remove</button>';
     info.querySelector(".name").textContent = stream.name;
     info.querySelector(".remove").addEventListener("click", () => remove(stream.name));
     element.append(view, info);
     tiles.append(element);
-    watch(stream.name, view, element);
+    // on a cluster (rows name a node) the frames are on the workers: MJPEG straight away
+    if (stream.node) mjpeg(stream.name, view);
+    else watch(stream.name, view, element);
   }
   const state = element.querySelector(".state");
   state.textContent = stream.state;
   state.className = `state state-${stream.state}`;
   element.querySelector(".rate").textContent =
     `${fmt(stream.fps, 1)} fps, ${fmt(stream.e2e_p50_ms)} / ${fmt(stream.e2e_p95_ms)} ms`;
+  element.querySelector(".node").textContent =
+    stream.node ? `on ${stream.node}${stream.address ? ` (${stream.address})` : ""}` : "";
   return element;
 }
 
 // WebRTC, WHEP-style: our offer goes to the server, its answer comes back; if no frame
-// arrives within a few seconds, the tile shows the MJPEG view instead.
+// arrives within a few seconds (or the server refuses, e.g. 501 on a cluster), the tile
+// shows the MJPEG view instead.
 const forceMjpeg = new URLSearchParams(location.search).get("view") === "mjpeg";
 
 async function watch(name, video, element) {
@@ -62,6 +67,9 @@ async function watch(name, video, element) {
     await connection.setRemoteDescription({ type: "answer", sdp: await response.text() });
   } catch (error) {
     console.warn("WebRTC failed, MJPEG instead:", error);
+    connection.close();
+    if (element.isConnected) mjpeg(name, video);
+    return;  // no point waiting for frames that cannot come
   }
   setTimeout(() => {
     if (video.videoWidth > 0 || !element.isConnected) return;
@@ -93,7 +101,11 @@ async function refresh() {
       element.remove();
     }
     const stages = await (await fetch("/api/stages")).json();
-    const rows = Object.entries(stages).map(([name, s]) => {
+    // on a cluster the stages come per worker ({worker: {node, stages}}): one row each
+    const flat = Object.entries(stages).flatMap(([name, s]) => (s.stages
+      ? Object.entries(s.stages).map(([stage, one]) => [`${name}/${stage}`, one])
+      : [[name, s]]));
+    const rows = flat.map(([name, s]) => {
       const queue = s.queue ? `${s.queue.max_depth}/${s.queue.capacity}` : "-";
       const drops = s.queue ? s.queue.drops : 0;
       return `<tr><td>${name}</td><td>${s.kind}</td><td>${s.frames}</td><td>${fmt(s.fps, 1)}</td>` +

@@ -1,5 +1,5 @@
 """Cameras on a real local Ray cluster: a head without CPUs and two worker nodes of one CPU
-each, all on this machine (``ray.cluster_utils.Cluster``), started once for the module.
+each, all on this machine (``ray_cluster`` in conftest.py), started once for the module.
 
 The tests run in order on one controller: cameras spread over both nodes; a removed camera
 is gone and its file finalised; a node removed takes its worker with it, and its cameras
@@ -16,115 +16,34 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.errors import SourceError
+from tests.cluster.local_ray import processes, raylet_pid, timings
 from tests.conftest import read_video, wait_until
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray>=2.9')")
-from ray.cluster_utils import Cluster  # noqa: E402
+pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray>=2.9')")
 
-from cluster.controller import (  # noqa: E402
+from cluster.controller import (
     ClusterController,
     NoSuchStream,
     StreamExists,
-    connect,
 )
 
 pytestmark = pytest.mark.slow
 LIVE = "synthetic:160x120@10"
 MOVE_WITHIN_S = 20.0
-timings: dict[str, float] = {}
-RAYLETS: set[int] = set()
-"""Process ids of every raylet this module started."""
-
-
-class _Process(NamedTuple):
-    parent: int
-    args: bytes  # the command line, NUL-separated
-    env: set[bytes]  # NAME=VALUE entries (empty for another user's process)
-
-
-def _processes() -> dict[int, _Process]:
-    """Every running process (zombies left out), read from /proc (no ``ps`` needed)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            args = (entry / "cmdline").read_bytes()
-        except OSError:  # ended meanwhile
-            continue
-        try:
-            env = set((entry / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            env = set()
-        if state != "Z":
-            out[int(entry.name)] = _Process(int(parent), args, env)
-    return out
-
-
-def _raylet(node: Any) -> int:
-    """The node's raylet process id, remembered: its workers are found by it at the end."""
-    pid = node.all_processes["raylet"][0].process.pid
-    RAYLETS.add(pid)
-    return pid
-
-
-def _ray_processes(session: str) -> set[int]:
-    """Processes of this module's cluster: those naming its session (GCS, raylets, agents'
-    command lines), the workers of its raylets (Ray sets ``RAY_RAYLET_PID`` in them, which
-    outlives their raylet), and Ray processes below this one."""
-    table = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, process in table.items():
-        children.setdefault(process.parent, []).append(pid)
-    below, todo = set(), [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            below.add(child)
-            todo.append(child)
-    workers_of = {f"RAY_RAYLET_PID={pid}".encode() for pid in RAYLETS}
-    return {pid for pid, process in table.items()
-            if session.encode() in process.args or process.env & workers_of
-            or (pid in below and b"ray" in process.args)}  # fmt: skip
 
 
 def _worker_actor(node: Any) -> int:
     """The process of the GraphWorker actor on ``node``."""
-    raylet = f"RAY_RAYLET_PID={_raylet(node)}".encode()
-    (pid,) = [pid for pid, p in _processes().items()
+    raylet = f"RAY_RAYLET_PID={raylet_pid(node)}".encode()
+    (pid,) = [pid for pid, p in processes().items()
               if raylet in p.env and p.args.startswith(b"ray::GraphWorker")]  # fmt: skip
     return pid
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[tuple[Any, list[Any]]]:
-    started = time.monotonic()
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "include_dashboard": False})  # fmt: skip
-    try:
-        nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
-        for node in nodes:
-            _raylet(node)
-        connect(cluster.address)
-        cluster.wait_for_nodes()
-        timings["cluster start s"] = time.monotonic() - started
-        yield cluster, nodes
-    finally:
-        session = cluster.head_node.session_name
-        running = _ray_processes(session)
-        ray.shutdown()
-        cluster.shutdown()
-        assert running, "the check below does not see the cluster's processes"
-        assert wait_until(lambda: not _ray_processes(session), 30, step=0.2), (
-            f"Ray processes left running: {sorted(_ray_processes(session))}"
-        )
-        print("\ncluster timings:", {k: round(v, 1) for k, v in timings.items()})
 
 
 @pytest.fixture(scope="module")
@@ -300,6 +219,6 @@ def test_a_worker_that_stops_answering_is_replaced(ray_cluster, controller) -> N
         assert wait_until(replaced, MOVE_WITHIN_S, step=0.2), streams(controller)
         timings["silent worker replaced s"] = time.monotonic() - started
     finally:
-        if actor in _processes():
+        if actor in processes():
             os.kill(actor, signal.SIGCONT)  # so that it can be ended
-    assert wait_until(lambda: actor not in _processes(), 20, step=0.2)  # ended, not left
+    assert wait_until(lambda: actor not in processes(), 20, step=0.2)  # ended, not left

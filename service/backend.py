@@ -1,0 +1,148 @@
+"""What the HTTP app serves: a backend holding the cameras, in this process or on a cluster.
+
+``service.app.create_app`` takes a :class:`Backend`; :class:`GraphBackend` is a graph running
+in this process, ``service.cluster_app.ClusterBackend`` a ``cluster.controller``'s cameras
+spread over Ray workers. The errors below are how a backend tells the app which answer to
+give (409, 404, 503); any other ``FrameGraphError`` is a 400 with its one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pipeline.errors import ConfigError, FrameGraphError
+from pipeline.graph import Graph
+from pipeline.metrics import json_safe
+from service.prometheus import metrics_text
+from service.streams import stream_rows, stream_states, wait_finalised
+from stages.sinks.web import LiveHub, WebSink
+
+
+class StreamExists(ConfigError):
+    """A camera of that name is already wanted (the API answers 409)."""
+
+
+class NoSuchStream(ConfigError):
+    """No camera of that name is wanted (the API answers 404)."""
+
+
+class NoCapacity(FrameGraphError):
+    """No worker runs and none fits on the cluster (the API answers 503)."""
+
+
+class Backend(Protocol):
+    """The cameras behind the API. Every method may block (the app calls them off its
+    event loop)."""
+
+    hub: LiveHub | None
+    """The frames for WebRTC viewers when they are in this process; None when they are
+    elsewhere (the app then answers ``/webrtc`` with 501 and the page shows MJPEG)."""
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Every camera as ``service.streams.stream_rows`` lists it (plus where it runs)."""
+        ...
+
+    def add(self, name: str, url: str) -> None:
+        """Starts a camera.
+
+        Raises:
+            StreamExists: the name is taken.
+            NoCapacity: nowhere to run it.
+            FrameGraphError: the input cannot be opened (one line).
+        """
+        ...
+
+    def remove(self, name: str) -> None:
+        """Ends a camera; returns once its outputs are finalised.
+
+        Raises:
+            NoSuchStream: no camera of that name.
+        """
+        ...
+
+    def stages(self) -> dict[str, Any]:
+        """Per-stage metrics (per worker on a cluster)."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition now."""
+        ...
+
+    def ready(self) -> bool:
+        """Every stage opened (every starting camera placed, on a cluster)."""
+        ...
+
+    def live(self, name: str) -> bool:
+        """Camera ``name`` is wanted and not ended (its live view may still show frames)."""
+        ...
+
+    def live_jpeg(self, name: str, after: int, timeout: float) -> tuple[int, bytes] | None:
+        """Camera ``name``'s newest frame once newer than number ``after`` (or ``timeout``
+        seconds passed): (its number, JPEG bytes); None when there is none (yet)."""
+        ...
+
+    def nodes(self) -> list[dict[str, Any]] | None:
+        """The cluster's nodes; None outside a cluster."""
+        ...
+
+
+class GraphBackend:
+    """A graph running in this process (its first source a source group kept open).
+
+    Args:
+        graph: the graph, running or about to run.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.group = graph.source_group()
+        self.hub: LiveHub | None = next(
+            (n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)), LiveHub()
+        )
+
+    def streams(self) -> list[dict[str, Any]]:
+        return stream_rows(self.graph)
+
+    def add(self, name: str, url: str) -> None:
+        try:
+            self.graph.add_source(name, url)
+        except StreamExists:
+            raise
+        except ConfigError as error:
+            # the graph says a taken name in its words; the app knows only the classes
+            if "is running" in str(error):
+                raise StreamExists(str(error)) from None
+            raise
+
+    def remove(self, name: str) -> None:
+        try:
+            self.graph.remove_source(name)
+        except ConfigError as error:
+            raise NoSuchStream(str(error)) from None
+        wait_finalised(self.graph, name)  # answer once its files are complete
+
+    def stages(self) -> dict[str, Any]:
+        return json_safe(self.graph.metrics.snapshot()["stages"])
+
+    def metrics_text(self) -> bytes:
+        return metrics_text(self.graph, lambda: stream_states(self.graph))
+
+    def ready(self) -> bool:
+        return self.graph.ready.is_set()
+
+    def live(self, name: str) -> bool:
+        given = self.group.inputs.get(name)
+        feed = self.hub.feeds.get(name) if self.hub is not None else None
+        return (feed is not None and not feed.ended) or (given is not None and not given.ended)
+
+    def live_jpeg(self, name: str, after: int, timeout: float) -> tuple[int, bytes] | None:
+        feed = self.hub.feeds.get(name) if self.hub is not None else None
+        if feed is None or feed.ended:
+            return None
+        if feed.wait_newer(after, timeout) == after or feed.ended:
+            return None
+        number, data = feed.jpeg()
+        return (number, data) if data else None
+
+    def nodes(self) -> None:
+        return None

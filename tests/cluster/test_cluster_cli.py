@@ -1,0 +1,106 @@
+"""Cluster mode without a cluster: ``--ray`` on the command line, and the API's answers over
+a stand-in controller (no Ray needed: these are fast)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.errors import SourceError
+from service.app import create_app
+from service.backend import NoCapacity, NoSuchStream, StreamExists
+from service.cluster_app import ClusterBackend
+from service.server import ApiServer
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE = "0123456789abcdef" * 3
+
+
+def test_ray_without_api_is_a_one_line_config_error() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "--ray", "auto"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --ray needs --api HOST:PORT (the cluster runs as a service)"
+    ]
+
+
+class FakeController:
+    """Answers as ``ClusterController`` does, for one camera ``cam1`` on node ``NODE``."""
+
+    def __init__(self) -> None:
+        self.ready = type("Ready", (), {"is_set": staticmethod(lambda: True)})()
+
+    def list_streams(self) -> list[dict[str, Any]]:
+        return [{"name": "cam1", "state": "live", "node": NODE, "address": "10.0.0.7"}]
+
+    def add(self, name: str, url: str) -> dict[str, Any]:
+        errors = {"cam1": StreamExists(f"a stream named {name!r} is running"),
+                  "full": NoCapacity("no worker can start"),
+                  "gone": SourceError(f"{url}: not found")}  # fmt: skip
+        if name in errors:
+            raise errors[name]
+        return {"name": name}
+
+    def remove(self, name: str) -> None:
+        if name != "cam1":
+            raise NoSuchStream(f"no stream named {name!r}")
+
+    def wanted(self) -> list[str]:
+        return ["cam1"]
+
+    def live_jpeg(self, name: str, after: int, timeout: float) -> tuple[int, bytes] | None:
+        return (after + 1, b"\xff\xd8fake\xff\xd9")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"node": NODE, "address": "10.0.0.7", "alive": True, "streams": ["cam1"]}]
+
+    def stages(self) -> dict[str, Any]:
+        return {}
+
+    def metrics_text(self) -> bytes:
+        return b""
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    server = ApiServer(create_app(ClusterBackend(FakeController())), "127.0.0.1", free_port())
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as one:
+            yield one
+    finally:
+        server.stop()
+
+
+def test_the_controllers_errors_become_http_answers(client: httpx.Client) -> None:
+    def post(name: str) -> httpx.Response:
+        return client.post("/api/streams", json={"name": name, "url": "rtsp://x/y"})
+
+    assert post("cam2").status_code == 201
+    assert post("cam1").status_code == 409
+    assert post("full").status_code == 503
+    gone = post("gone")
+    assert gone.status_code == 400 and gone.json()["detail"] == "rtsp://x/y: not found"
+    assert client.delete("/api/streams/cam1").status_code == 204
+    assert client.delete("/api/streams/nobody").status_code == 404
+
+
+def test_rows_and_nodes_name_the_node_and_webrtc_is_refused(client: httpx.Client) -> None:
+    (row,) = client.get("/api/streams").json()
+    assert (row["node"], row["node_id"], row["address"]) == (NODE[:8], NODE, "10.0.0.7")
+    (node,) = client.get("/api/nodes").json()
+    assert node["node"] == NODE[:8] and node["streams"] == ["cam1"]
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/webrtc/cam1", content="v=0\r\n").status_code == 501
+    with client.stream("GET", "/live/cam1.mjpg") as response:
+        first = next(response.iter_bytes())
+    assert b"\xff\xd8fake" in first
+    assert client.get("/live/nobody.mjpg").status_code == 404
