@@ -174,10 +174,9 @@ def _set_parameter(raw: dict[str, Any], assignment: str) -> None:
 
 def _input_name(entry: dict[str, Any]) -> str:
     """A readable source id for a config's single source entry."""
-    from stages.sources import readable_id
+    from stages.sources import input_of, readable_id
 
-    where = entry.get("url") or entry.get("path") or entry.get("device") or entry.get("kind")
-    return readable_id(str(where))
+    return readable_id(input_of(entry))
 
 
 def _is_kind_of(entry: Any, base: type) -> bool:

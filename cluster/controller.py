@@ -35,7 +35,7 @@ from typing import Any
 from pipeline.config import ClusterSettings, parse_config
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 from service.backend import NoCapacity, NoSuchStream, StreamExists  # the API: 409/404/503
-from stages.sources import named_sources
+from stages.sources import input_of, named_sources
 from stages.sources.urls import redact
 
 __all__ = ["ClusterController", "NoCapacity", "NoSuchStream", "StreamExists", "connect"]
@@ -127,14 +127,6 @@ def _pythonpath() -> str:
     script folder), then whatever this process was given."""
     given = os.environ.get("PYTHONPATH")
     return os.pathsep.join([str(ROOT), *([given] if given else [])])
-
-
-def _origin(entry: str | dict[str, Any]) -> str:
-    """What a camera reads, safe to show (as its worker's listing shows it)."""
-    if isinstance(entry, str):
-        return redact(entry)
-    where = next((entry[k] for k in ("url", "path", "device", "kind") if entry.get(k)), "")
-    return redact(str(where))
 
 
 @dataclass
@@ -340,7 +332,7 @@ class ClusterController:
                 continue
             worker = by_name.get(placed.get(name, ""))
             rows[name] = {
-                "name": name, "url": _origin(entry),
+                "name": name, "url": redact(input_of(entry)),
                 "state": "pending" if worker is None else "unknown",
                 "fps": None, "e2e_p50_ms": None, "e2e_p95_ms": None, "drops": 0, "frames": 0,
                 "outputs": [], "worker": worker.name if worker else None,

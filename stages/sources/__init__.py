@@ -66,6 +66,14 @@ def readable_id(uri: str) -> str:
     return Path(name).stem or name or "source"
 
 
+def input_of(entry: str | dict[str, Any]) -> str:
+    """What a source entry reads, as written (not redacted): a ``--source`` string as it
+    is, else the entry's url, path or device, else its kind (``synthetic``)."""
+    if isinstance(entry, str):
+        return entry
+    return str(next((entry[k] for k in ("url", "path", "device", "kind") if entry.get(k)), ""))
+
+
 def named_sources(values: list[str]) -> dict[str, str]:
     """``--source`` values -> {source id: input}: given names, else readable ids made
     unique with ``-2``, ``-3``, ...

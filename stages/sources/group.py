@@ -104,10 +104,10 @@ class SourceGroup(Source):
         self._stopping = False
 
     def _build(self, name: str, entry: str | dict[str, Any]) -> _Input:
-        given = entry if isinstance(entry, str) else None  # shown as the user wrote it
-        if isinstance(entry, str):
-            from stages.sources import source_args_for  # the package imports this module
+        from stages.sources import input_of, source_args_for  # the package imports this module
 
+        where = redact(input_of(entry))  # a --source string is shown as the user wrote it
+        if isinstance(entry, str):
             try:
                 entry = source_args_for(entry)
             except ValueError as error:
@@ -123,8 +123,7 @@ class SourceGroup(Source):
         if not isinstance(source, Source):
             raise ConfigError(f"sources: {name}: {entry['kind']!r} is not a source kind")
         source.name = name
-        where = given or next(entry[k] for k in ("url", "path", "device", "kind") if entry.get(k))
-        return _Input(name, source, self.capacity, redact(str(where)))
+        return _Input(name, source, self.capacity, where)
 
     @property
     def live(self) -> bool:  # type: ignore[override]
