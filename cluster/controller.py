@@ -29,21 +29,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from cluster.config import split_cameras, worker_pythonpath
 from pipeline.config import ClusterSettings, parse_config
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 from service.backend import NoCapacity, NoSuchStream, StreamExists  # the API: 409/404/503
-from stages.sources import input_of, named_sources
+from stages.sources import input_of
 from stages.sources.urls import redact
 
 __all__ = ["ClusterController", "NoCapacity", "NoSuchStream", "StreamExists", "connect"]
 
 log = logging.getLogger("framegraph")
-ROOT = Path(__file__).resolve().parents[1]
-"""The repository: on every node it is expected at this same path."""
-
 ADD_TIMEOUT_S = 60.0
 """How long a worker may take to open a new camera (a stream's connection attempts)."""
 REMOVE_TIMEOUT_S = 30.0
@@ -86,47 +83,6 @@ def connect(address: str) -> None:
         ray.init(address=None if address == "auto" else address, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise ConfigError(f"--ray {address}: cannot join the cluster: {error}") from None
-
-
-def split_cameras(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | dict[str, Any]]]:
-    """A service config -> (the workers' config, the cameras in it).
-
-    The first source must be a source group (``kind: sources``); its inputs become the
-    controller's cameras, and the workers get the config with that group empty and kept
-    open (cameras are added to them one by one where they are placed).
-
-    Raises:
-        ConfigError: the first source is not a source group, or its inputs are wrong.
-    """
-    from pipeline.config import STAGE_KINDS
-    from pipeline.stage import Source
-
-    stages = [dict(e) if isinstance(e, dict) else e for e in raw.get("stages") or []]
-    first = next((e for e in stages if isinstance(e, dict)
-                  and isinstance(STAGE_KINDS.get(e.get("kind", "")), type)
-                  and issubclass(STAGE_KINDS[e["kind"]], Source)), None)  # fmt: skip
-    if first is None or first.get("kind") != "sources":
-        raise ConfigError("a cluster config's first source must be a source group (kind: sources)")
-    given = first.get("sources") or {}
-    if isinstance(given, list):
-        try:
-            cameras: dict[str, str | dict[str, Any]] = dict(named_sources(given))
-        except ValueError as error:
-            raise ConfigError(f"sources: {error}") from None
-    elif isinstance(given, dict):
-        cameras = dict(given)
-    else:
-        raise ConfigError("sources: expected a list of inputs or a mapping name -> input")
-    first["sources"], first["keep_open"] = {}, True
-    return {**raw, "stages": stages}, cameras
-
-
-def _pythonpath() -> str:
-    """The worker's ``PYTHONPATH``: this repository first (a worker unpickles
-    ``cluster.worker.GraphWorker`` by importing it, and Ray passes on only the driver's
-    script folder), then whatever this process was given."""
-    given = os.environ.get("PYTHONPATH")
-    return os.pathsep.join([str(ROOT), *([given] if given else [])])
 
 
 @dataclass
@@ -190,6 +146,7 @@ class ClusterController:
         self._retry_at: dict[str, float] = {}
         self._removing: set[str] = set()
         self._started_workers = 0
+        self._lost: list[dict[str, str]] = []  # workers lost: worker, node, address, why
         self._lock = threading.Lock()
         self._placing = threading.Lock()
         self._stopping = threading.Event()
@@ -211,9 +168,16 @@ class ClusterController:
         self._loop.start()
         self.ready.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> str:
         """Stops the loop and every worker: their graphs drain and finalise their outputs,
-        then the actors are ended."""
+        then the actors are ended.
+
+        Returns:
+            The end-of-run summary (``cluster.metrics.cluster_table``): each worker's stage
+            table, the workers lost during the run, and a row per camera.
+        """
+        from cluster.metrics import cluster_table
+
         self._stopping.set()
         if self._loop is not None:
             self._loop.join(timeout)
@@ -221,14 +185,23 @@ class ClusterController:
             workers, self._workers = list(self._workers.values()), {}
             self._placed.clear()
             self._attempts.clear()
+            moves, lost = dict(self._moves), list(self._lost)
         calls = {w.name: w.handle.stop.remote(timeout) for w in workers}
-        for name, answer in self._gather(calls, timeout + 5).items():
-            if isinstance(answer, str):
-                log.warning("cluster: %s stopped with an error: %s", name, answer)
-            elif isinstance(answer, Exception):
-                log.warning("cluster: %s did not stop cleanly: %s", name, _one_line(answer))
+        answers = self._gather(calls, timeout + 5)
+        reports = []
+        for worker in workers:
+            answer = answers.get(worker.name)
+            if isinstance(answer, Exception):
+                log.warning("cluster: %s did not stop cleanly: %s", worker.name,
+                            _one_line(answer))  # fmt: skip
+                answer = {"error": _one_line(answer), "metrics": None}
+            elif answer["error"]:
+                log.warning("cluster: %s stopped with an error: %s", worker.name, answer["error"])
+            reports.append({"worker": worker.name, "node": worker.node,
+                            "address": worker.address, **answer})  # fmt: skip
         for worker in workers:
             self._kill(worker)
+        return cluster_table(reports, lost, moves)
 
     # ---- cameras ------------------------------------------------------
     def add(self, name: str, url: str | dict[str, Any]) -> dict[str, Any]:
@@ -507,7 +480,7 @@ class ClusterController:
             max_restarts=0,  # the controller re-places cameras itself (see the module doc)
             max_concurrency=4,  # health checks are answered while a camera is being opened
             scheduling_strategy="SPREAD",
-            runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}},
+            runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}},
         ).remote(self.worker_config, name, self.workdir)  # fmt: skip
         worker = _Worker(name, handle)
         try:
@@ -534,6 +507,8 @@ class ClusterController:
         with self._lock:
             if self._workers.pop(worker.name, None) is None:
                 return
+            self._lost.append({"worker": worker.name, "node": worker.node,
+                               "address": worker.address, "why": why})  # fmt: skip
             orphans = sorted(c for c, w in self._placed.items() if w == worker.name)
             for camera in orphans:
                 del self._placed[camera]

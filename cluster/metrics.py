@@ -1,13 +1,16 @@
-"""The cluster's metrics in one Prometheus exposition: every worker's series, labelled with
-the node and worker they come from, and the controller's own."""
+"""The cluster's metrics: one Prometheus exposition of every worker's series, labelled with
+the node and worker they come from, and the controller's own; and the end-of-run table."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.metrics import snapshot_table
 
 
 class _ClusterCollector:
@@ -66,3 +69,47 @@ def cluster_metrics_text(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ClusterCollector([*merge_texts(texts), *own]))  # type: ignore[arg-type]
     return generate_latest(registry)
+
+
+def cluster_table(
+    reports: list[dict[str, Any]], lost: list[dict[str, str]], moves: dict[str, int]
+) -> str:
+    """The end-of-run summary of a cluster: each worker's stage table (as one process
+    prints it), then a row per camera naming where it ran last.
+
+    Args:
+        reports: per worker stopped at the end: ``worker``, ``node``, ``address``,
+            ``error`` (one line or None) and ``metrics`` (its ``Metrics.snapshot()``, as
+            ``json_safe`` makes it; None when it sent none).
+        lost: workers lost during the run: ``worker``, ``node``, ``address``, ``why``.
+        moves: per camera, times it was placed again.
+
+    Returns:
+        The text to print; frames of a camera count since its last placement (a lost
+        worker's metrics are lost with it).
+    """
+    lines: list[str] = []
+    cameras: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for report in reports:
+        where = f"{report['worker']} on node {str(report['node'])[:8]} ({report['address']})"
+        lines.append(where + (f": {report['error']}" if report["error"] else ""))
+        if report["metrics"] is not None:
+            lines += [snapshot_table(report["metrics"]), ""]
+            cameras += [(name, report, row) for name, row in report["metrics"]["sources"].items()]
+    for worker in lost:
+        lines.append(f"{worker['worker']} on node {worker['node'][:8]} ({worker['address']}) "
+                     f"lost: {worker['why']}")  # fmt: skip
+    header = (f"{'camera':<14}{'node':<10}{'worker':<11}{'frames':>8}{'fps':>7}{'p50 ms':>9}"
+              f"{'p95 ms':>9}{'drops':>7}{'moves':>7}")  # fmt: skip
+    lines += ["", header, "-" * len(header)]
+    for name, report, row in sorted(cameras, key=lambda c: c[0]):
+        fps = "-" if row["fps"] is None else f"{row['fps']:.1f}"
+        p50, p95 = (("-" if v is None else f"{v:.1f}") for v in
+                    (row["e2e_p50_ms"], row["e2e_p95_ms"]))  # fmt: skip
+        lines.append(f"{name[:13]:<14}{str(report['node'])[:8]:<10}{report['worker'][:10]:<11}"
+                     f"{row['frames']:>8}{fps:>7}{p50:>9}{p95:>9}{row['drops']:>7}"
+                     f"{moves.get(name, 0):>7}")  # fmt: skip
+    lines.append("-" * len(header))
+    lines.append(f"{len(cameras)} cameras on {len(reports)} workers at the end; "
+                 f"{len(lost)} workers lost, {sum(moves.values())} moves")  # fmt: skip
+    return "\n".join(lines)

@@ -116,19 +116,23 @@ class GraphWorker:
         running = self._error is None and not self._done.is_set()
         return {"running": running, "load": os.getloadavg()[0]}
 
-    def stop(self, timeout: float = STOP_WAIT_S) -> str | None:
+    def stop(self, timeout: float = STOP_WAIT_S) -> dict[str, Any]:
         """Stops the graph: cameras end, queued frames drain, outputs are finalised.
 
         Returns:
-            The run's error in one line, or None.
+            ``error``: the run's error in one line, or None; ``metrics``: the run's
+            ``Metrics.snapshot()`` as JSON-able values (None if the graph was never built),
+            for the end-of-run table.
         """
         if self.graph is not None:
             self.graph.stop()
         self._done.wait(timeout)
+        metrics = json_safe(self.graph.metrics.snapshot()) if self.graph is not None else None
         if not self._done.is_set():
-            return f"{self.name}: the graph did not stop in {timeout:.0f} s"
+            late = f"{self.name}: the graph did not stop in {timeout:.0f} s"
+            return {"error": late, "metrics": metrics}
         error = self._error or (self._report.error if self._report is not None else None)
-        return None if error is None else str(error)
+        return {"error": None if error is None else str(error), "metrics": metrics}
 
     # ---- cameras ------------------------------------------------------
     def add_stream(self, name: str, entry: str | dict[str, Any]) -> None:

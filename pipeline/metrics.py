@@ -40,8 +40,12 @@ class Histogram:
         self.total += seconds * times
 
 
-def _ms(value: float) -> str:
-    return "-" if value != value else f"{value:.1f}"  # NaN: no samples
+def _ms(value: float | None) -> str:
+    # NaN: no samples; None: the same after json_safe (a snapshot sent as JSON)
+    return "-" if value is None or value != value else f"{value:.1f}"
+
+
+_fps = _ms  # a rate is shown as a latency is: one decimal, "-" when unknown
 
 
 def _percentiles_ms(samples: list[float]) -> tuple[float, float]:
@@ -245,41 +249,47 @@ class Metrics:
 
     def table(self) -> str:
         """The end-of-run summary: one row per stage, then the totals."""
-        snap = self.snapshot()
-        header = f"{'stage':<14}{'kind':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}{'p95 ms':>9}"
-        header += f"{'busy':>7}{'queue max':>11}{'drops':>7}{'errors':>8}"
-        lines = [header, "-" * len(header)]
-        rows = []
-        for name, s in snap["stages"].items():
-            rows.append((name, s))
-            rows += [(f"  {label}", part) for label, part in s.get("parts", {}).items()]
-        for name, s in rows:
-            q = s["queue"]
-            qmax = f"{q['max_depth']}/{q['capacity']}" if q else "-"
-            kind = "" if name.startswith(" ") else s["kind"]  # a part: its stage's kind above
-            lines.append(
-                f"{name[:13]:<14}{kind[:11]:<12}{s['frames']:>8}{s['fps']:>9.1f}"
-                f"{_ms(s['p50_ms']):>9}{_ms(s['p95_ms']):>9}{s['busy']:>7.0%}{qmax:>11}"
-                f"{q['drops'] if q else 0:>7}{s['errors']:>8}"
-            )
-        sources = snap["sources"]
-        if len(sources) > 1 or any(row["state"] for row in sources.values()):
-            lines.append("-" * len(header))
-            lines.append(f"{'source':<14}{'state':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}"
-                         f"{'p95 ms':>9}{'drops':>25}")  # fmt: skip
-            for name, row in sources.items():
-                lines.append(
-                    f"{name[:13]:<14}{row['state'][:11]:<12}{row['frames']:>8}"
-                    f"{row['fps']:>9.1f}{_ms(row['e2e_p50_ms']):>9}{_ms(row['e2e_p95_ms']):>9}"
-                    f"{row['drops']:>25}"
-                )
-        lines.append("-" * len(header))
+        return snapshot_table(self.snapshot())
+
+
+def snapshot_table(snap: dict[str, Any]) -> str:
+    """The end-of-run summary of a :meth:`Metrics.snapshot` (as it is, or passed through
+    :func:`json_safe`, as a cluster's workers send it): one row per stage, a row per
+    source when there are several, then the totals."""
+    header = f"{'stage':<14}{'kind':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}{'p95 ms':>9}"
+    header += f"{'busy':>7}{'queue max':>11}{'drops':>7}{'errors':>8}"
+    lines = [header, "-" * len(header)]
+    rows = []
+    for name, s in snap["stages"].items():
+        rows.append((name, s))
+        rows += [(f"  {label}", part) for label, part in s.get("parts", {}).items()]
+    for name, s in rows:
+        q = s["queue"]
+        qmax = f"{q['max_depth']}/{q['capacity']}" if q else "-"
+        kind = "" if name.startswith(" ") else s["kind"]  # a part: its stage's kind above
         lines.append(
-            f"{snap['frames_out']} frames out in {snap['elapsed_s']:.1f} s = "
-            f"{snap['fps']:.1f} fps; end-to-end latency p50 {_ms(snap['e2e_p50_ms'])} ms, "
-            f"p95 {_ms(snap['e2e_p95_ms'])} ms; {snap['drops']} frames dropped"
+            f"{name[:13]:<14}{kind[:11]:<12}{s['frames']:>8}{s['fps']:>9.1f}"
+            f"{_ms(s['p50_ms']):>9}{_ms(s['p95_ms']):>9}{s['busy']:>7.0%}{qmax:>11}"
+            f"{q['drops'] if q else 0:>7}{s['errors']:>8}"
         )
-        return "\n".join(lines)
+    sources = snap["sources"]
+    if len(sources) > 1 or any(row["state"] for row in sources.values()):
+        lines.append("-" * len(header))
+        lines.append(f"{'source':<14}{'state':<12}{'frames':>8}{'fps':>9}{'p50 ms':>9}"
+                     f"{'p95 ms':>9}{'drops':>25}")  # fmt: skip
+        for name, row in sources.items():
+            lines.append(
+                f"{name[:13]:<14}{row['state'][:11]:<12}{row['frames']:>8}"
+                f"{_fps(row['fps']):>9}{_ms(row['e2e_p50_ms']):>9}{_ms(row['e2e_p95_ms']):>9}"
+                f"{row['drops']:>25}"
+            )
+    lines.append("-" * len(header))
+    lines.append(
+        f"{snap['frames_out']} frames out in {snap['elapsed_s']:.1f} s = "
+        f"{snap['fps']:.1f} fps; end-to-end latency p50 {_ms(snap['e2e_p50_ms'])} ms, "
+        f"p95 {_ms(snap['e2e_p95_ms'])} ms; {snap['drops']} frames dropped"
+    )
+    return "\n".join(lines)
 
 
 def _whole(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:

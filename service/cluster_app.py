@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -121,5 +122,5 @@ def serve_cluster(
         if server is not None:
             server.stop()
         if controller is not None:
-            controller.stop()
+            print(controller.stop(), file=sys.stderr)  # the end-of-run table, as one process
         ray.shutdown()

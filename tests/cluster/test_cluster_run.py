@@ -73,6 +73,12 @@ def test_run_py_serves_a_camera_on_its_own_ray_and_stops_cleanly(tmp_path: Path)
             process.kill()
             process.wait()
     assert process.returncode == 130, errors[-2000:]
+    # the end-of-run table: the worker's stages, then the camera and where it ran
+    assert "worker-1 on node" in errors and "frames out in" in errors
+    cameras = errors.split("\ncamera ", 1)[1].splitlines()  # the table after the worker's
+    (camera_row,) = [line for line in cameras if line.startswith("cam1 ")]
+    assert camera_row.split()[1] == row["node"] and int(camera_row.split()[3]) > 3
+    assert "1 cameras on 1 workers at the end; 0 workers lost, 0 moves" in errors
     _, images, _ = read_video(tmp_path / "cam1.mp4")  # finalised by its worker
     assert len(images) > 3 and images[0].shape == (120, 160, 3)
     assert wait_until(lambda: not daemons & set(processes()), 30, step=0.5), "Ray left running"

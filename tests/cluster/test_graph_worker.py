@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.controller import connect, split_cameras
+from cluster.config import split_cameras
+from cluster.controller import connect
 from cluster.metrics import cluster_metrics_text
 from cluster.worker import GraphWorker
 from pipeline.errors import ConfigError, SourceError
@@ -35,7 +36,7 @@ def worker(tmp_path: Path) -> Iterator[GraphWorker]:
     try:
         yield one
     finally:
-        assert one.stop() is None
+        assert one.stop()["error"] is None
 
 
 def rows(worker: GraphWorker) -> dict[str, dict]:
@@ -80,7 +81,7 @@ def test_a_worker_reports_a_graph_it_cannot_build(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keep_open"):
         broken.ready(5)
     assert not broken.ping()["running"]
-    assert "keep_open" in (broken.stop() or "")
+    assert "keep_open" in (broken.stop()["error"] or "")
     stages = [{"name": "x", "kind": "nope"}, {"name": "y", "kind": "discard"}]
     unknown = GraphWorker({"stages": stages})
     with pytest.raises(ConfigError, match="unknown stage kind 'nope'"):

@@ -1,0 +1,100 @@
+"""The workers' config, made from the service's: cameras taken out of it, and outputs made
+safe for processes that may be killed.
+
+A worker runs the service's graph with an empty source group kept open (the controller adds
+cameras where it places them), and its ``video_file`` sinks write so that a worker killed
+with its node still leaves playable files and a camera placed again never overwrites them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from stages.sources import named_sources
+
+log = logging.getLogger("framegraph")
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: on every node it is expected at this same path."""
+
+
+def split_cameras(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | dict[str, Any]]]:
+    """A service config -> (the workers' config, the cameras in it).
+
+    The first source must be a source group (``kind: sources``); its inputs become the
+    controller's cameras, and the workers get the config with that group empty and kept
+    open (cameras are added to them one by one where they are placed) and their
+    ``video_file`` sinks crash-safe (:func:`crash_safe_outputs`). ``raw`` is not changed.
+
+    Raises:
+        ConfigError: the first source is not a source group, or its inputs are wrong.
+    """
+    from pipeline.config import STAGE_KINDS
+    from pipeline.stage import Source
+
+    stages = copy.deepcopy(raw.get("stages") or [])
+    first = next((e for e in stages if isinstance(e, dict)
+                  and isinstance(STAGE_KINDS.get(e.get("kind", "")), type)
+                  and issubclass(STAGE_KINDS[e["kind"]], Source)), None)  # fmt: skip
+    if first is None or first.get("kind") != "sources":
+        raise ConfigError("a cluster config's first source must be a source group (kind: sources)")
+    given = first.get("sources") or {}
+    if isinstance(given, list):
+        try:
+            cameras: dict[str, str | dict[str, Any]] = dict(named_sources(given))
+        except ValueError as error:
+            raise ConfigError(f"sources: {error}") from None
+    elif isinstance(given, dict):
+        cameras = dict(given)
+    else:
+        raise ConfigError("sources: expected a list of inputs or a mapping name -> input")
+    first["sources"], first["keep_open"] = {}, True
+    crash_safe_outputs(stages)
+    return {**raw, "stages": stages}, cameras
+
+
+def crash_safe_outputs(stages: list[Any]) -> None:
+    """Makes the ``video_file`` sinks among ``stages`` (config entries, changed in place)
+    safe on a worker that may die with its node.
+
+    An MP4 sink that sets neither ``fragmented`` nor ``segment_seconds`` gets
+    ``fragmented: true``: its file plays up to the last complete fragment after a kill,
+    and (its default ``on_exists: number``) a camera placed again writes ``cam-1.mp4``
+    next to ``cam.mp4`` instead of replacing it, which matters wherever nodes share the
+    output folder. A sink of another container gets ``on_exists: number`` only (its file
+    is lost with a killed worker: a warning says to use .mp4). What a config sets itself
+    is kept, with a warning where it overwrites.
+    """
+    from stages.sinks.video_file import MP4_SUFFIXES
+
+    for entry in stages:
+        if not isinstance(entry, dict) or entry.get("kind") != "video_file":
+            continue
+        name = entry.get("name", "video_file")
+        mp4 = Path(str(entry.get("path", ""))).suffix.lower() in MP4_SUFFIXES
+        chosen = "fragmented" in entry or "segment_seconds" in entry
+        if not chosen and mp4:
+            entry["fragmented"] = True
+        elif not chosen:
+            entry.setdefault("on_exists", "number")
+            log.warning(
+                "cluster: %s: a worker killed while writing %s leaves it unplayable; "
+                "an .mp4 path is written crash-safe", name, entry.get("path"),
+            )  # fmt: skip
+        if entry.get("on_exists") == "overwrite":
+            log.warning(
+                "cluster: %s: on_exists: overwrite: a camera placed again on another worker "
+                "replaces its earlier file where nodes share a folder", name,
+            )  # fmt: skip
+
+
+def worker_pythonpath() -> str:
+    """The workers' ``PYTHONPATH``: this repository first (a worker unpickles
+    ``cluster.worker.GraphWorker`` by importing it, and Ray passes on only the driver's
+    script folder), then whatever this process was given."""
+    given = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(ROOT), *([given] if given else [])])

@@ -1,0 +1,93 @@
+"""What a cluster's workers write: their ``video_file`` sinks made crash-safe, a camera
+placed again on another worker continuing in a new file next to the first one (never over
+it), and the end-of-run table built from the workers' reports. The workers run in this
+process here (``GraphWorker`` needs no Ray); tests/cluster/test_cluster_page.py kills one
+on a real cluster."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import pytest
+
+from cluster.config import crash_safe_outputs, split_cameras
+from cluster.metrics import cluster_table
+from cluster.worker import GraphWorker
+from tests.conftest import read_video, wait_until
+
+LIVE = "synthetic:64x48@10"
+
+
+def service_config(out: Path) -> dict:
+    return {"stages": [
+        {"name": "cams", "kind": "sources", "sources": {"cam": LIVE}},
+        {"name": "video", "kind": "video_file", "path": str(out / "{source}.mp4")},
+        {"name": "web", "kind": "web", "inputs": ["cams"]},
+    ]}  # fmt: skip
+
+
+def test_mp4_outputs_become_fragmented_and_others_numbered(caplog) -> None:
+    stages = [
+        {"name": "a", "kind": "video_file", "path": "out/{source}.mp4"},
+        {"name": "b", "kind": "video_file", "path": "out/{source}.mkv"},
+        {"name": "c", "kind": "video_file", "path": "out/{source}.mp4", "segment_seconds": 60},
+        {"name": "d", "kind": "video_file", "path": "x.mp4", "fragmented": False,
+         "on_exists": "overwrite"},
+        {"name": "e", "kind": "discard"},
+    ]  # fmt: skip
+    given = copy.deepcopy(stages)
+    with caplog.at_level(logging.WARNING, logger="framegraph"):
+        crash_safe_outputs(stages)
+    a, b, c, d, e = stages
+    assert a == {**given[0], "fragmented": True}  # on_exists: number is its default then
+    assert b == {**given[1], "on_exists": "number"}
+    assert c == given[2] and d == given[3] and e == given[4]  # the config's own choices
+    warned = caplog.text
+    assert "b: a worker killed while writing out/{source}.mkv leaves it unplayable" in warned
+    assert "d: on_exists: overwrite" in warned
+
+
+def test_a_camera_placed_again_continues_in_a_new_file(tmp_path: Path) -> None:
+    raw = service_config(tmp_path)
+    workers_config, cameras = split_cameras(raw)
+    assert workers_config["stages"][1]["fragmented"] is True
+    assert "fragmented" not in raw["stages"][1]  # the service's config is not changed
+
+    def run_once(name: str) -> dict:
+        worker = GraphWorker(workers_config, name)
+        worker.ready(30)
+        worker.add_stream("cam", cameras["cam"])
+        assert wait_until(lambda: worker.streams()[0]["frames"] > 5, 30, step=0.1)
+        return worker.stop()
+
+    first, second = run_once("worker-1"), run_once("worker-2")  # as on two nodes sharing out/
+    assert first["error"] is None and second["error"] is None
+    for path, report in ((tmp_path / "cam.mp4", first), (tmp_path / "cam-1.mp4", second)):
+        _, images, _ = read_video(path)
+        assert len(images) == report["metrics"]["sources"]["cam"]["frames"] > 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam-1.mp4", "cam.mp4"]
+
+    node = "ab12cd34" + "0" * 48
+    reports = [{"worker": "worker-2", "node": node, "address": "10.0.0.2", **second}]
+    lost = [{"worker": "worker-1", "node": "ffee0011" + "0" * 48, "address": "10.0.0.1",
+             "why": "its node is gone"}]  # fmt: skip
+    table = cluster_table(reports, lost, {"cam": 1})
+    assert "worker-2 on node ab12cd34 (10.0.0.2)" in table and "frames out in" in table
+    assert "worker-1 on node ffee0011 (10.0.0.1) lost: its node is gone" in table
+    cameras = table.split("\ncamera ", 1)[1].splitlines()  # the table after the workers'
+    (row,) = [line.split() for line in cameras if line.startswith("cam ")]
+    frames = second["metrics"]["sources"]["cam"]["frames"]
+    assert row[1:4] == ["ab12cd34", "worker-2", str(frames)] and row[-1] == "1"
+    assert table.endswith("1 cameras on 1 workers at the end; 1 workers lost, 1 moves")
+
+
+@pytest.mark.parametrize("error", [None, "worker-3: the graph did not stop in 30 s"])
+def test_the_table_names_a_worker_that_sent_no_metrics(error: str | None) -> None:
+    report = {"worker": "worker-3", "node": "0" * 56, "address": "10.0.0.3", "error": error,
+              "metrics": None}  # fmt: skip
+    table = cluster_table([report], [], {})
+    first = table.splitlines()[0]
+    assert first == "worker-3 on node 00000000 (10.0.0.3)" + (f": {error}" if error else "")
+    assert table.endswith("0 cameras on 1 workers at the end; 0 workers lost, 0 moves")
