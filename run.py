@@ -66,9 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", help="where models run: cpu, cuda, cuda:N")
     parser.add_argument("--max-frames", type=int, help="stop after N frames per source")
     parser.add_argument(
-        "--realtime", action="store_true", help="play a file source at its own pace"
+        "--realtime",
+        action="store_true",
+        help="play file sources at their own pace (cameras and streams are already)",
     )
-    parser.add_argument("--loop", action="store_true", help="loop a file source")
+    parser.add_argument("--loop", action="store_true", help="loop file sources")
     parser.add_argument("--metrics-json", help="also write the final metrics as JSON here")
     parser.add_argument(
         "--set",
@@ -120,15 +122,15 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
             group = {n: source_args_for(u) for n, u in inputs.items()}
             entry.update(keep | {"kind": "sources", "sources": group})
     if args.realtime or args.loop:
-        for entry in source_entries:
-            inputs = (
-                entry.get("sources", {}).values() if entry.get("kind") == "sources" else [entry]
-            )
-            for one in inputs:
-                if one.get("kind") != "file":
-                    raise ConfigError("--realtime and --loop apply to file sources only")
-                one["realtime"] = one.get("realtime") or args.realtime
-                one["loop"] = one.get("loop") or args.loop
+        files = [one for entry in source_entries
+                 for one in (entry.get("sources", {}).values() if entry.get("kind") == "sources"
+                             else [entry])
+                 if isinstance(one, dict) and one.get("kind") == "file"]  # fmt: skip
+        if not files:  # cameras and streams are paced and endless already
+            raise ConfigError("--realtime and --loop apply to file sources, and none is given")
+        for one in files:
+            one["realtime"] = one.get("realtime") or args.realtime
+            one["loop"] = one.get("loop") or args.loop
     if args.api is not None:  # a service: inputs come and go, the page shows every one
         for entry in source_entries[:1]:
             if entry.get("kind") != "sources":

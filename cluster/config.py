@@ -1,9 +1,10 @@
 """The workers' config, made from the service's: cameras taken out of it, and outputs made
-safe for processes that may be killed.
+safe for processes that may be killed or share a folder.
 
 A worker runs the service's graph with an empty source group kept open (the controller adds
-cameras where it places them), and its ``video_file`` sinks write so that a worker killed
-with its node still leaves playable files and a camera placed again never overwrites them.
+cameras where it places them); a file for all cameras becomes a file per worker, and its
+``video_file`` sinks write so that a worker killed with its node still leaves playable files
+and a camera placed again never overwrites them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from stages.sources import named_sources
 log = logging.getLogger("framegraph")
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: on every node it is expected at this same path."""
+WORKER = "{worker}"
+"""In a workers' config path: the name of the worker writing it."""
 
 
 def split_cameras(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | dict[str, Any]]]:
@@ -53,8 +56,38 @@ def split_cameras(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | 
     else:
         raise ConfigError("sources: expected a list of inputs or a mapping name -> input")
     first["sources"], first["keep_open"] = {}, True
+    per_worker_paths(stages)
     crash_safe_outputs(stages)
     return {**raw, "stages": stages}, cameras
+
+
+def per_worker_paths(stages: list[Any]) -> None:
+    """Gives each worker files of its own where a sink writes one file for all cameras:
+    a sink ``path`` without ``{source}`` gets ``-{worker}`` before its suffix
+    (``out/events.jsonl`` -> ``out/events-worker-1.jsonl``, filled in by
+    :func:`for_worker`), as two workers on one node, or nodes sharing a folder, would
+    otherwise write the same file. ``stages`` (config entries) are changed in place."""
+    from pipeline.config import STAGE_KINDS
+    from pipeline.per_source import PLACEHOLDER
+    from pipeline.stage import Sink
+
+    for entry in stages:
+        kind = STAGE_KINDS.get(entry.get("kind", "")) if isinstance(entry, dict) else None
+        path = entry.get("path") if isinstance(kind, type) and issubclass(kind, Sink) else None
+        if isinstance(path, str) and PLACEHOLDER not in path:
+            given = Path(path)
+            entry["path"] = str(given.with_name(f"{given.stem}-{WORKER}{given.suffix}"))
+            log.info("cluster: %s writes %s per worker", entry.get("name", entry["kind"]),
+                     entry["path"])  # fmt: skip
+
+
+def for_worker(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The workers' config for the worker called ``name``: ``{worker}`` in its sinks'
+    paths filled in (see :func:`per_worker_paths`). ``config`` is not changed."""
+    stages = [{**entry, "path": entry["path"].replace(WORKER, name)}
+              if isinstance(entry, dict) and isinstance(entry.get("path"), str) else entry
+              for entry in config.get("stages") or []]  # fmt: skip
+    return {**config, "stages": stages}
 
 
 def crash_safe_outputs(stages: list[Any]) -> None:

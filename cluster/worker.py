@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import stages  # noqa: F401  (registers the stage kinds)
+from cluster.config import for_worker
 from pipeline.config import build_graph, parse_config
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 from pipeline.graph import Graph, RunReport
@@ -39,8 +40,8 @@ class GraphWorker:
 
     Args:
         config: a raw config (as loaded from YAML) whose first source is ``kind: sources``
-            with ``keep_open: true``.
-        name: the worker's name, for logs and metrics.
+            with ``keep_open: true`` (``cluster.config.split_cameras`` makes it).
+        name: the worker's name, for logs and metrics, and ``{worker}`` in its sinks' paths.
         workdir: a folder to work in when it exists on this node (relative output paths then
             land where they would in the process that started the worker).
     """
@@ -56,7 +57,7 @@ class GraphWorker:
         if workdir and os.path.isdir(workdir):
             os.chdir(workdir)  # an actor is a process of its own: nobody else's directory
         try:
-            self.graph = build_graph(parse_config(config, name))
+            self.graph = build_graph(parse_config(for_worker(config, name), name))
             group = self.graph.source_group()
             if not group.keep_open:
                 raise ConfigError(f"{name}: the source group must keep_open (cameras come later)")

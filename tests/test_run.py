@@ -342,3 +342,22 @@ def test_three_sources_in_one_run_write_one_file_each_with_their_own_timestamps(
     assert sum(1 for line in lines if line["source"] == "b") == len(steps["b"])
     for name in steps:
         assert re.search(rf"^{name}\s+ended\s+{len(steps[name])}\s", result.stderr, re.M)
+
+
+def test_realtime_and_loop_pace_the_files_among_cameras() -> None:
+    import run
+
+    raw = {"stages": [{"name": "cams", "kind": "synthetic"}, {"name": "o", "kind": "discard"}]}
+    argv = ["x.yaml", "--source", "a=media/faces.mp4", "--source", "door=rtsp://cam/live",
+            "--source", "b=media/pedestrians.mp4", "--realtime", "--loop"]  # fmt: skip
+    group = run.apply_overrides(raw, run.parse_args(argv))["stages"][0]["sources"]
+    assert group["a"] == {"kind": "file", "path": "media/faces.mp4", "realtime": True,
+                          "loop": True}  # fmt: skip
+    assert group["b"]["realtime"] and group["b"]["loop"]
+    assert group["door"] == {"kind": "stream", "url": "rtsp://cam/live"}  # live already
+
+    from pipeline.errors import ConfigError
+
+    only_cameras = ["x.yaml", "--source", "door=rtsp://cam/live", "--loop"]
+    with pytest.raises(ConfigError, match="apply to file sources, and none is given"):
+        run.apply_overrides(raw, run.parse_args(only_cameras))

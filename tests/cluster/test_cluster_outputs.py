@@ -49,6 +49,24 @@ def test_mp4_outputs_become_fragmented_and_others_numbered(caplog) -> None:
     assert "d: on_exists: overwrite" in warned
 
 
+def test_a_file_for_every_camera_becomes_a_file_per_worker(tmp_path: Path) -> None:
+    raw = service_config(tmp_path)
+    raw["stages"].append({"name": "events", "kind": "jsonl", "path": str(tmp_path / "ev.jsonl"),
+                          "inputs": ["cams"]})  # fmt: skip
+    workers_config, cameras = split_cameras(raw)
+    assert workers_config["stages"][1]["path"] == str(tmp_path / "{source}.mp4")  # per camera
+    for name in ("worker-1", "worker-2"):  # as two workers on one node
+        worker = GraphWorker(workers_config, name)
+        worker.ready(30)
+        worker.add_stream(f"cam-{name}", cameras["cam"])
+        assert wait_until(lambda w=worker: w.streams()[0]["frames"] > 3, 30, step=0.1)
+        assert worker.stop()["error"] is None
+    for name in ("worker-1", "worker-2"):
+        lines = (tmp_path / f"ev-{name}.jsonl").read_text().splitlines()
+        assert len(lines) > 3 and all(f'"cam-{name}"' in line for line in lines)
+    assert not (tmp_path / "ev.jsonl").exists()
+
+
 def test_a_camera_placed_again_continues_in_a_new_file(tmp_path: Path) -> None:
     raw = service_config(tmp_path)
     workers_config, cameras = split_cameras(raw)
