@@ -47,6 +47,7 @@ class PerSource(Sink):
         self.outputs: dict[str, Sink] = {}
         self.finished: list[str] = []  # in the order they were finalised
         self.left_at_close: list[str] = []  # still open when the graph closed
+        self._written: dict[str, list[str]] = {}  # files of each finished source's sink
         self._lock = threading.Lock()
         make(self._args_for("check"))  # a mistake in the arguments fails when the graph is built
 
@@ -56,7 +57,14 @@ class PerSource(Sink):
                 for k, v in self.args.items()}  # fmt: skip
 
     def outputs_of(self, source_id: str) -> list[str]:
-        """Where ``source_id``'s output goes: its ``path`` / ``url`` with ``{source}`` filled."""
+        """Where ``source_id``'s output goes: the files its sink opened (``Sink.written``:
+        their real names, kept after it finished), else its ``path`` / ``url`` with
+        ``{source}`` filled."""
+        with self._lock:
+            sink = self.outputs.get(source_id)
+            written = sink.written() if sink is not None else self._written.get(source_id)
+        if written:
+            return list(written)
         filled = self._args_for(source_id)
         return [filled[k] for k in ("path", "url")
                 if isinstance(self.args.get(k), str) and PLACEHOLDER in self.args[k]]  # fmt: skip
@@ -74,6 +82,8 @@ class PerSource(Sink):
     def on_source_end(self, source_id: str) -> None:
         with self._lock:
             sink = self.outputs.pop(source_id, None)
+            if sink is not None:
+                self._written[source_id] = sink.written()
         if sink is not None:
             sink.close()
             self.finished.append(source_id)
@@ -81,6 +91,7 @@ class PerSource(Sink):
     def close(self) -> None:
         with self._lock:
             remaining, self.outputs = self.outputs, {}
+            self._written.update({name: sink.written() for name, sink in remaining.items()})
         errors = []
         for source_id, sink in remaining.items():
             try:

@@ -186,6 +186,12 @@ class Sink(Stage):
         """Write one frame."""
         raise NotImplementedError
 
+    def written(self) -> list[str]:
+        """The files this sink has opened, as they are named on disk (a sink that picks its
+        own names, e.g. to never overwrite, says so here); empty for a sink writing no
+        file or before its first."""
+        return []
+
     def process(self, frame: Frame) -> Frame | None:
         self.write(frame)
         return frame

@@ -197,6 +197,11 @@ class VideoFileSink(Sink):
         self._last_key = Fraction(0)  # source time (s) of the last keyframe made
         self._last_pts: int | None = None
 
+    def written(self) -> list[str]:
+        """Every file opened so far (a new one per segment; ``name-1.mp4`` where
+        ``on_exists: number`` found the name taken)."""
+        return [str(path) for path in self.files]
+
     @property
     def current(self) -> Path | None:
         """The file being written (None before the first frame and after close)."""

@@ -78,13 +78,17 @@ def test_a_camera_placed_again_continues_in_a_new_file(tmp_path: Path) -> None:
         worker.ready(30)
         worker.add_stream("cam", cameras["cam"])
         assert wait_until(lambda: worker.streams()[0]["frames"] > 5, 30, step=0.1)
-        return worker.stop()
+        listed = worker.streams()[0]["outputs"]  # the file being written, by its real name
+        assert worker.remove_stream("cam")
+        assert worker.streams()[0]["outputs"] == listed  # and still once it is finished
+        return {**worker.stop(), "listed": listed}
 
     first, second = run_once("worker-1"), run_once("worker-2")  # as on two nodes sharing out/
     assert first["error"] is None and second["error"] is None
     for path, report in ((tmp_path / "cam.mp4", first), (tmp_path / "cam-1.mp4", second)):
         _, images, _ = read_video(path)
         assert len(images) == report["metrics"]["sources"]["cam"]["frames"] > 5
+        assert report["listed"] == [str(path)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam-1.mp4", "cam.mp4"]
 
     node = "ab12cd34" + "0" * 48
