@@ -21,6 +21,8 @@ from stages.sources import named_sources
 log = logging.getLogger("framegraph")
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: on every node it is expected at this same path."""
+WORKER_PORT_TRIES = 8
+"""Ports a worker's ``rtsp_server`` sink tries, from its url's upward (see :func:`worker_ports`)."""
 WORKER = "{worker}"
 """In a workers' config path: the name of the worker writing it."""
 
@@ -58,7 +60,18 @@ def split_cameras(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str | 
     first["sources"], first["keep_open"] = {}, True
     per_worker_paths(stages)
     crash_safe_outputs(stages)
+    worker_ports(stages)
     return {**raw, "stages": stages}, cameras
+
+
+def worker_ports(stages: list[Any]) -> None:
+    """Gives every ``rtsp_server`` stage that leaves it unset ``port_tries:
+    WORKER_PORT_TRIES``: every worker of a node asks for the same port, and a second one
+    then serves its cameras' RTSP outputs on the next free port (its rows name the real
+    URL) instead of failing. ``stages`` (config entries) are changed in place."""
+    for entry in stages:
+        if isinstance(entry, dict) and entry.get("kind") == "rtsp_server":
+            entry.setdefault("port_tries", WORKER_PORT_TRIES)
 
 
 def per_worker_paths(stages: list[Any]) -> None:

@@ -17,6 +17,8 @@ without ``max_restarts``: Ray does not restart an actor whose resources fit nowh
 restarted one would come back without its cameras anyway, so the controller re-places
 cameras itself.
 
+The calls to workers and their health checks are ``cluster.actors``'.
+
 Locks: ``_lock`` guards the state and is held only briefly; ``_placing`` serialises the
 changes that call workers (adding, placing again, dropping), so two of them never pick the
 same room. Listing and metrics take neither for a worker's call.
@@ -28,17 +30,32 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from cluster.actors import (
+    Worker,
+    WorkerLost,
+    check_workers,
+    gather,
+    one_line,
+    require_ray,
+    result_of,
+)
 from cluster.config import split_cameras, worker_pythonpath
 from pipeline.config import ClusterSettings, parse_config
-from pipeline.errors import ConfigError, FrameGraphError, StageError
-from service.backend import NoCapacity, NoSuchStream, StreamExists  # the API: 409/404/503
+from pipeline.errors import FrameGraphError, StageError
+from service.backend import (  # the API's 503, 404, 503, 409
+    NoCapacity,
+    NoSuchStream,
+    NotRunningNow,
+    StreamExists,
+)
+from service.webrtc import ANSWER_TIMEOUT_S
 from stages.sources import input_of
 from stages.sources.urls import redact
 
-__all__ = ["ClusterController", "NoCapacity", "NoSuchStream", "StreamExists", "connect"]
+__all__ = ["ClusterController", "NoCapacity", "NoSuchStream", "StreamExists"]
 
 log = logging.getLogger("framegraph")
 ADD_TIMEOUT_S = 60.0
@@ -51,62 +68,13 @@ RETRY_S = 5.0
 """After a camera could not be placed again, the wait before the next try."""
 
 
-class _WorkerLost(Exception):
-    """A call found its worker dead (internal: the worker is dropped, the call retried)."""
-
-
-def require_ray() -> Any:
-    """The ``ray`` module.
-
-    Raises:
-        ConfigError: Ray is not installed (one line saying how to install it).
-    """
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(
-            "--ray needs Ray, which is not installed: pip install 'ray>=2.9'"
-        ) from None
-    return ray
-
-
-def connect(address: str) -> None:
-    """Joins a Ray cluster: ``auto`` joins the one this machine belongs to (``RAY_ADDRESS``,
-    or the last one started here) or starts one in this process; else ``HOST:PORT`` of the
-    head node (or a ``ray://`` client address).
-
-    Raises:
-        ConfigError: no Ray, or the cluster cannot be reached.
-    """
-    ray = require_ray()
-    try:
-        ray.init(address=None if address == "auto" else address, log_to_driver=True)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise ConfigError(f"--ray {address}: cannot join the cluster: {error}") from None
-
-
-@dataclass
-class _Worker:
-    """A worker actor as the controller knows it."""
-
-    name: str
-    handle: Any  # a ray ActorHandle of GraphWorker
-    node: str = ""
-    address: str = ""
-    cameras: set[str] = field(default_factory=set)
-    """Its cameras: running, and being opened there (so that placing counts them)."""
-    question: Any = None  # the health check in flight (an ObjectRef), if any
-    asked_at: float = 0.0
-    load: float | None = None
-
-
 @dataclass
 class _Attempt:
     """A camera being opened on a worker: its ``add_stream`` call in flight."""
 
     name: str
     entry: str | dict[str, Any]
-    worker: _Worker
+    worker: Worker
     answer: Any  # the call's ObjectRef
     started: float
     background: bool  # placed again by the loop (which settles it), not by add()
@@ -139,7 +107,7 @@ class ClusterController:
         self._wanted: dict[str, str | dict[str, Any]] = {}
         self._placed: dict[str, str] = {}  # camera -> the worker running it
         self._attempts: dict[str, _Attempt] = {}  # camera -> its opening in flight
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, Worker] = {}
         self._moves: dict[str, int] = {}  # camera -> times it was placed again
         self._moves_total = 0  # the same over every camera ever (a counter: never goes down)
         self._problems: dict[str, str] = {}  # camera -> why it is not running (one line)
@@ -193,8 +161,8 @@ class ClusterController:
             answer = answers.get(worker.name)
             if isinstance(answer, Exception):
                 log.warning("cluster: %s did not stop cleanly: %s", worker.name,
-                            _one_line(answer))  # fmt: skip
-                answer = {"error": _one_line(answer), "metrics": None}
+                            one_line(answer))  # fmt: skip
+                answer = {"error": one_line(answer), "metrics": None}
             elif answer["error"]:
                 log.warning("cluster: %s stopped with an error: %s", worker.name, answer["error"])
             reports.append({"worker": worker.name, "node": worker.node,
@@ -232,7 +200,7 @@ class ClusterController:
                 try:
                     self._settle(attempt, ADD_TIMEOUT_S)
                     break
-                except _WorkerLost:
+                except WorkerLost:
                     with self._placing:
                         self._drop(attempt.worker, "it died")
                         attempt = self._claim(name, url, background=False)
@@ -270,7 +238,7 @@ class ClusterController:
             self._removing.add(name)  # a new camera of that name waits for this one's end
         try:  # outside _placing: finalising a file must not hold up a failover
             self._call(worker, "remove_stream", name, timeout=REMOVE_TIMEOUT_S)
-        except _WorkerLost:
+        except WorkerLost:
             pass  # its worker died: the camera ended with it (the loop drops the worker)
         except (FrameGraphError, TimeoutError) as error:
             log.warning("cluster: removing %s from %s: %s", name, worker.name, error)
@@ -329,8 +297,35 @@ class ClusterController:
         try:
             return self._call(worker, "live_jpeg", name, after, timeout,
                               timeout=timeout + ASK_TIMEOUT_S)  # fmt: skip
-        except (_WorkerLost, TimeoutError, FrameGraphError):
+        except (WorkerLost, TimeoutError, FrameGraphError):
             return None
+
+    def webrtc_answer(self, name: str, offer_sdp: str) -> str:
+        """The SDP answer to a viewer's WebRTC offer for camera ``name``, from the worker
+        running it (``GraphWorker.webrtc_answer``): the media then flows from that worker's
+        node to the viewer, and ends when the camera moves (the viewer offers again).
+
+        Raises:
+            NoSuchStream: no camera of that name is wanted (or it has ended there).
+            NotRunningNow: it is waiting to be placed (again), its worker died or did not
+                answer in time.
+            FrameGraphError: what the worker raised (NoLiveView: no ``web`` sink;
+                ConfigError: an offer it cannot answer).
+        """
+        with self._lock:
+            wanted = name in self._wanted
+            worker = self._workers.get(self._placed.get(name, ""))
+        if not wanted:
+            raise NoSuchStream(f"no stream named {name!r}")
+        if worker is None:
+            raise NotRunningNow(f"{name} is not running now (being placed); offer again")
+        try:
+            return self._call(worker, "webrtc_answer", name, offer_sdp,
+                              timeout=ANSWER_TIMEOUT_S + ASK_TIMEOUT_S)  # fmt: skip
+        except WorkerLost:
+            raise NotRunningNow(f"{name}: its worker is gone; offer again") from None
+        except TimeoutError as error:
+            raise NotRunningNow(str(error)) from None
 
     def wanted(self) -> list[str]:
         """The cameras wanted now: running, being opened, or waiting to be placed again."""
@@ -408,12 +403,12 @@ class ClusterController:
         the camera no longer counts on that worker.
 
         Raises:
-            _WorkerLost: the worker died.
+            WorkerLost: the worker died.
             FrameGraphError: the camera cannot be opened (StageError: no answer in time).
         """
         worker = attempt.worker
         try:
-            self._answer(worker, "add_stream", attempt.answer, timeout)
+            result_of(self.ray, attempt.answer, f"{worker.name}: add_stream", timeout)
         except BaseException as error:
             with self._lock:
                 worker.cameras.discard(attempt.name)
@@ -422,7 +417,7 @@ class ClusterController:
                 raise StageError(str(error)) from None
             raise
 
-    def _choose(self) -> _Worker:
+    def _choose(self) -> Worker:
         """The worker with the most room; a new one when all are full and one fits; else
         the least loaded (past ``streams_per_worker``)."""
         limit = self.settings.streams_per_worker
@@ -462,7 +457,7 @@ class ClusterController:
                    and n.get("Resources", {}).get("GPU", 0.0) + 1e-6 >= need_gpu
                    for n in self.ray.nodes())  # fmt: skip
 
-    def _start_worker(self) -> _Worker | None:
+    def _start_worker(self) -> Worker | None:
         """A new worker, started and ready; None when none fits or it did not start in
         ``start_timeout`` (waiting for room Ray had promised, or too slow).
 
@@ -482,10 +477,10 @@ class ClusterController:
             scheduling_strategy="SPREAD",
             runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}},
         ).remote(self.worker_config, name, self.workdir)  # fmt: skip
-        worker = _Worker(name, handle)
+        worker = Worker(name, handle)
         try:
             where = self._call(worker, "ready", timeout, timeout=timeout + 10)
-        except _WorkerLost as error:  # its last line names why (an import error, ...)
+        except WorkerLost as error:  # its last line names why (an import error, ...)
             lines = [line for line in str(error).splitlines() if line.strip()]
             raise StageError(f"{name} died while starting: {lines[-1] if lines else ''}") from None
         except FrameGraphError:
@@ -502,7 +497,7 @@ class ClusterController:
         log.info("cluster: %s started on node %s (%s)", name, worker.node, worker.address)
         return worker
 
-    def _drop(self, worker: _Worker, why: str) -> None:
+    def _drop(self, worker: Worker, why: str) -> None:
         """Forgets a dead worker (under ``_placing``); its cameras wait to be placed again."""
         with self._lock:
             if self._workers.pop(worker.name, None) is None:
@@ -519,7 +514,7 @@ class ClusterController:
                     worker.address, why, ", ".join(orphans) or "no cameras")  # fmt: skip
         self._kill(worker)  # if it is only cut off, its cameras must not run twice
 
-    def _kill(self, worker: _Worker) -> None:
+    def _kill(self, worker: Worker) -> None:
         try:
             self.ray.kill(worker.handle, no_restart=True)
         except Exception as error:  # already gone: nothing to end
@@ -538,7 +533,9 @@ class ClusterController:
         workers found dead, ask workers to open every wanted camera not running (all at
         once), and take in their answers (waiting at most ``health_interval`` for them;
         later answers are taken in at the next round)."""
-        dead = self._check_workers()
+        with self._lock:
+            workers = list(self._workers.values())
+        dead = check_workers(self.ray, workers, self.settings.unresponsive_after)
         with self._placing:
             for worker, why in dead:
                 self._drop(worker, why)
@@ -573,7 +570,7 @@ class ClusterController:
             name, worker = attempt.name, attempt.worker
             try:
                 self._settle(attempt, 0.0)
-            except _WorkerLost:
+            except WorkerLost:
                 with self._lock:
                     self._attempts.pop(name, None)
                 self._drop(worker, "it died")
@@ -610,92 +607,12 @@ class ClusterController:
         if not known:
             log.warning("cluster: %s cannot be placed again yet: %s", name, error)
 
-    def _check_workers(self) -> list[tuple[_Worker, str]]:
-        """Each worker's health: the answer to the last question, or how long it is
-        overdue; a new question to each that answered. The workers found dead, and why."""
-        ray = self.ray
-        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-        with self._lock:
-            workers = list(self._workers.values())
-        dead = []
-        now = time.monotonic()
-        for worker in workers:
-            if worker.node not in alive:
-                dead.append((worker, "its node is gone"))
-                continue
-            if worker.question is not None:
-                done, _ = ray.wait([worker.question], timeout=0)
-                if not done:
-                    if now - worker.asked_at > self.settings.unresponsive_after:
-                        quiet = now - worker.asked_at
-                        dead.append((worker, f"no answer for {quiet:.0f} s"))
-                    continue
-                try:
-                    answer = ray.get(worker.question)
-                except ray.exceptions.RayActorError:
-                    dead.append((worker, "its actor died"))
-                    continue
-                except ray.exceptions.RayError as error:
-                    dead.append((worker, _one_line(error)))
-                    continue
-                worker.load = answer["load"]
-                if not answer["running"]:
-                    dead.append((worker, "its graph ended"))
-                    continue
-            worker.question = worker.handle.ping.remote()
-            worker.asked_at = now
-        return dead
-
     # ---- calls --------------------------------------------------------
-    def _call(self, worker: _Worker, method: str, *args: Any, timeout: float) -> Any:
+    def _call(self, worker: Worker, method: str, *args: Any, timeout: float) -> Any:
         """``worker.method(*args)``: its answer, or its error as the worker raised it (see
-        :meth:`_answer`)."""
-        return self._answer(worker, method, getattr(worker.handle, method).remote(*args), timeout)
-
-    def _answer(self, worker: _Worker, method: str, answer: Any, timeout: float) -> Any:
-        """The result of a call already made (``answer``: its ObjectRef).
-
-        Raises:
-            _WorkerLost: the actor is dead.
-            TimeoutError: no answer in ``timeout`` seconds.
-            FrameGraphError: what the worker raised (a StageError for anything else).
-        """
-        ray = self.ray
-        try:
-            return ray.get(answer, timeout=timeout)
-        except ray.exceptions.RayActorError as error:
-            raise _WorkerLost(str(error)) from None
-        except ray.exceptions.GetTimeoutError:
-            late = f"{worker.name} did not answer {method} in {timeout:.0f} s"
-            raise TimeoutError(late) from None
-        except ray.exceptions.RayTaskError as error:
-            cause = getattr(error, "cause", None)
-            if isinstance(cause, (FrameGraphError, TimeoutError)):
-                raise cause from None
-            raise StageError(f"{worker.name}: {method}: {_one_line(error)}") from None
+        ``cluster.actors.result_of``)."""
+        ref = getattr(worker.handle, method).remote(*args)
+        return result_of(self.ray, ref, f"{worker.name}: {method}", timeout)
 
     def _gather(self, calls: dict[str, Any], timeout: float = ASK_TIMEOUT_S) -> dict[str, Any]:
-        """Waits for several calls at once: name -> answer, or the exception it raised (a
-        TimeoutError for one not answered in ``timeout`` seconds)."""
-        ray = self.ray
-        if not calls:
-            return {}
-        ray.wait(list(calls.values()), num_returns=len(calls), timeout=timeout)
-        out: dict[str, Any] = {}
-        for name, ref in calls.items():
-            try:
-                out[name] = ray.get(ref, timeout=0)
-            except ray.exceptions.GetTimeoutError:
-                out[name] = TimeoutError(f"{name} did not answer in {timeout:.0f} s")
-            except ray.exceptions.RayError as error:
-                out[name] = error
-        return out
-
-
-def _one_line(error: BaseException) -> str:
-    """An error's first line (a Ray error's string carries the remote traceback)."""
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, BaseException):
-        error = cause
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+        return gather(self.ray, calls, timeout)

@@ -23,13 +23,17 @@ from pipeline.config import build_graph, parse_config
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 from pipeline.graph import Graph, RunReport
 from pipeline.metrics import json_safe
+from service.backend import GraphViews
 from service.prometheus import metrics_text
 from service.streams import stream_rows, stream_states, wait_finalised
+from service.views import rtsp_urls, views_of
 from stages.sinks.web import WebSink
 
 log = logging.getLogger("framegraph")
 STOP_WAIT_S = 30.0
 """How long :meth:`GraphWorker.stop` waits for the graph to drain and finalise its outputs."""
+_VIEWS_LOCK = threading.Lock()
+"""Makes a worker's WebRTC views once, however many offers come at once (a threaded actor)."""
 
 
 class GraphWorker:
@@ -159,8 +163,14 @@ class GraphWorker:
         return wait_finalised(graph, name)
 
     def streams(self) -> list[dict[str, Any]]:
-        """Every camera as ``service.streams.stream_rows`` lists it."""
-        return stream_rows(self._graph())
+        """Every camera as ``service.streams.stream_rows`` lists it, with its ``views``
+        (``service.views.views_of``): its RTSP output at this node's address (for a sink
+        bound to every interface) and the port it really serves on (a second worker on the
+        node takes the next free one: ``port_tries``)."""
+        graph = self._graph()
+        rtsp = rtsp_urls(graph, self.node()["address"])
+        return [{**row, "views": views_of(row["name"], rtsp.get(row["name"]))}
+                for row in stream_rows(graph)]  # fmt: skip
 
     def stages(self) -> dict[str, Any]:
         """Per-stage metrics, as the end-of-run table has them."""
@@ -200,3 +210,34 @@ class GraphWorker:
             pass
         return {"node": node_id, "address": address, "host": socket.gethostname(),
                 "pid": os.getpid()}  # fmt: skip
+
+    # ---- live views ---------------------------------------------------
+    _views: GraphViews | None = None
+    """The WebRTC viewers of this worker's cameras, made at the first offer."""
+
+    def webrtc_answer(self, name: str, offer_sdp: str) -> str:
+        """The SDP answer to a browser's WebRTC offer (forwarded by the API) to watch camera
+        ``name`` from this worker's node: its ``web`` sink's frames are encoded here once
+        for all viewers (``service.webrtc``, aiortc on an event loop of its own thread) and
+        sent straight to the browser (the answer's ICE candidates are this node's
+        addresses). The connection closes when the browser goes away, when the camera ends
+        here (removed, or moved away with this worker's end) and when the graph stops (its
+        ``web`` sink ends every feed).
+
+        Raises:
+            NoLiveView: the graph has no ``web`` sink.
+            NoSuchStream: no camera of that name runs here (or it has ended).
+            ConfigError: the offer cannot be answered (not SDP, no H.264 video).
+            NotRunningNow: no answer in time.
+        """
+        graph = self._graph()
+        with _VIEWS_LOCK:
+            if self._views is None:
+                self._views = GraphViews(graph)
+            views = self._views
+        return views.answer(name, offer_sdp)
+
+    def close_views(self) -> None:
+        """Closes every WebRTC viewer's connection here (a later offer opens new ones)."""
+        if self._views is not None:
+            self._views.close()

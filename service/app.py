@@ -2,7 +2,10 @@
 
 - ``GET /api/streams``: every input with its url (``redact``: no user info, token values
   masked), state (connecting, live, reconnecting, ended, failed), fps, end-to-end latency
-  p50 / p95, drops, frames, outputs.
+  p50 / p95, drops, frames, outputs, and ``views`` (``service.views``): ``webrtc`` and
+  ``mjpeg``, this API's paths for its live view, and ``rtsp``, the URL of its per-source
+  RTSP output once that serves (a wildcard bind address replaced by the host this API was
+  reached at; on a cluster by the worker node's address; the port the one really bound).
 - ``POST /api/streams`` ``{"name", "url"}`` (any ``--source`` value): 201, the input starts
   through the running graph; 409 on a name in use, 422 on a bad body, 400 with the one-line
   reason when it cannot be opened.
@@ -11,8 +14,11 @@
   ``GET /metrics``: Prometheus. ``GET /api/nodes``: a cluster's nodes (404 outside one).
 - ``GET /healthz``: the process serves; ``GET /readyz``: every stage opened (503 before).
 - ``GET /``: the web page; ``POST /webrtc/{name}`` (an SDP offer): a stream's annotated
-  video over WebRTC (``service.webrtc``); ``GET /live/{name}.mjpg``: the same as MJPEG, the
-  page's fallback. On a cluster the frames are on the workers: ``/webrtc`` answers 501.
+  video over WebRTC (``service.webrtc``), 404 for no such stream, 400 for an offer it cannot
+  answer, 501 without a ``web`` sink; on a cluster the offer goes to the camera's worker,
+  which answers it and sends the media from its node (503 while the camera is being placed
+  again). ``GET /live/{name}.mjpg``: the same as MJPEG (proxied from the worker on a
+  cluster), the page's fallback.
 
 The cameras are a backend's (``service.backend``): a graph in this process, or a
 ``cluster.controller`` placing them on Ray workers (``service.cluster_app``).
@@ -38,8 +44,16 @@ from pydantic import BaseModel, Field
 
 from pipeline.errors import ConfigError, FrameGraphError
 from pipeline.graph import Graph
-from service.backend import Backend, GraphBackend, NoCapacity, NoSuchStream, StreamExists
-from service.webrtc import WebRTCViews
+from service.backend import (
+    Backend,
+    GraphBackend,
+    NoCapacity,
+    NoLiveView,
+    NoSuchStream,
+    NotRunningNow,
+    StreamExists,
+)
+from service.views import rows_with_host
 
 STATIC = Path(__file__).resolve().parent / "static"
 LIVE_VIEWERS = 32
@@ -56,8 +70,10 @@ class NewStream(BaseModel):
 
 
 def _http_error(error: FrameGraphError) -> HTTPException:
-    """A backend's error -> the answer: 409 taken, 404 unknown, 503 no room, else 400."""
-    for kind, status in ((StreamExists, 409), (NoSuchStream, 404), (NoCapacity, 503)):
+    """A backend's error -> the answer: 409 taken, 404 unknown, 503 no room or not running
+    now, 501 no live view, else 400."""
+    for kind, status in ((StreamExists, 409), (NoSuchStream, 404), (NoCapacity, 503),
+                         (NotRunningNow, 503), (NoLiveView, 501)):  # fmt: skip
         if isinstance(error, kind):
             return HTTPException(status, str(error))
     return HTTPException(400, str(error))
@@ -72,7 +88,6 @@ def create_app(backend: Backend | Graph, token: str | None = None) -> FastAPI:
         token: when set, ``POST`` and ``DELETE`` need ``Authorization: Bearer <token>``.
     """
     cameras: Backend = GraphBackend(backend) if isinstance(backend, Graph) else backend
-    views = WebRTCViews(cameras.hub) if cameras.hub is not None else None
     pool = ThreadPoolExecutor(LIVE_VIEWERS, thread_name_prefix="live")
 
     async def off_loop(call: Callable[..., T], *args: Any) -> T:
@@ -81,13 +96,11 @@ def create_app(backend: Backend | Graph, token: str | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        if views is not None:
-            await views.close_all()  # every viewer's connection, so no socket outlives the app
+        await off_loop(cameras.close_views)  # every viewer's connection: no socket outlives it
         pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="FrameGraph", summary="Cameras, stages and metrics of a running graph",
                   lifespan=lifespan)  # fmt: skip
-    app.state.views = views
     app.state.backend = cameras
 
     def authorised(authorization: str | None = Header(default=None)) -> None:
@@ -102,8 +115,9 @@ def create_app(backend: Backend | Graph, token: str | None = None) -> FastAPI:
 
     # plain ``def`` endpoints: FastAPI runs them in its thread pool (backends block)
     @app.get("/api/streams")
-    def list_streams() -> list[dict[str, Any]]:
-        return cameras.streams()
+    def list_streams(request: Request) -> list[dict[str, Any]]:
+        # an RTSP output bound to every interface is opened at the host the client reached
+        return rows_with_host(cameras.streams(), request.url.hostname)
 
     @app.post("/api/streams", status_code=201, dependencies=[Depends(authorised)])
     def add_stream(stream: NewStream) -> dict[str, str]:
@@ -167,14 +181,16 @@ def create_app(backend: Backend | Graph, token: str | None = None) -> FastAPI:
 
     @app.post("/webrtc/{name}", status_code=201)
     async def webrtc(name: str, request: Request) -> Response:
-        """WHEP-style: the body is the viewer's SDP offer, the answer comes back."""
-        if views is None:  # the frames are on the workers: the page falls back to MJPEG
-            raise HTTPException(501, "no WebRTC here (a cluster): use /live/{name}.mjpg")
+        """WHEP-style: the body is the viewer's SDP offer, the answer comes back (from the
+        camera's worker, on a cluster)."""
         await off_loop(require_live, name)
-        offer = (await request.body()).decode()
+        offer = (await request.body()).decode(errors="replace")
         if "v=0" not in offer:
             raise HTTPException(400, "the body must be an SDP offer (application/sdp)")
-        answer = await views.answer(name, offer)
+        try:
+            answer = await off_loop(cameras.webrtc_answer, name, offer)
+        except FrameGraphError as error:
+            raise _http_error(error) from None
         return Response(answer, 201, media_type="application/sdp")
 
     @app.get("/")

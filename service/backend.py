@@ -3,7 +3,7 @@
 ``service.app.create_app`` takes a :class:`Backend`; :class:`GraphBackend` is a graph running
 in this process, ``service.cluster_app.ClusterBackend`` a ``cluster.controller``'s cameras
 spread over Ray workers. The errors below are how a backend tells the app which answer to
-give (409, 404, 503); any other ``FrameGraphError`` is a 400 with its one line.
+give (409, 404, 503, 501); any other ``FrameGraphError`` is a 400 with its one line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pipeline.graph import Graph
 from pipeline.metrics import json_safe
 from service.prometheus import metrics_text
 from service.streams import stream_rows, stream_states, wait_finalised
+from service.views import rtsp_urls, views_of
+from service.webrtc import ThreadedViews
 from stages.sinks.web import LiveHub, WebSink
 
 
@@ -30,16 +32,22 @@ class NoCapacity(FrameGraphError):
     """No worker runs and none fits on the cluster (the API answers 503)."""
 
 
+class NotRunningNow(FrameGraphError):
+    """The camera is wanted but cannot be served now: being placed again after losing its
+    worker, or its worker did not answer in time (the API answers 503: try again)."""
+
+
+class NoLiveView(FrameGraphError):
+    """The config has no ``web`` sink: no frames to watch live (the API answers 501)."""
+
+
 class Backend(Protocol):
     """The cameras behind the API. Every method may block (the app calls them off its
     event loop)."""
 
-    hub: LiveHub | None
-    """The frames for WebRTC viewers when they are in this process; None when they are
-    elsewhere (the app then answers ``/webrtc`` with 501 and the page shows MJPEG)."""
-
     def streams(self) -> list[dict[str, Any]]:
-        """Every camera as ``service.streams.stream_rows`` lists it (plus where it runs)."""
+        """Every camera as ``service.streams.stream_rows`` lists it (plus where it runs), with
+        its ``views`` (``service.views``)."""
         ...
 
     def add(self, name: str, url: str) -> None:
@@ -85,6 +93,70 @@ class Backend(Protocol):
         """The cluster's nodes; None outside a cluster."""
         ...
 
+    def webrtc_answer(self, name: str, offer_sdp: str) -> str:
+        """The SDP answer to a viewer's WebRTC offer for camera ``name``: the media then
+        flows from where the camera runs (this process, or its worker's node).
+
+        Raises:
+            NoSuchStream: no such camera, or it has ended.
+            NotRunningNow: it is being placed again, or no answer came in time.
+            NoLiveView: the config has no ``web`` sink.
+            FrameGraphError: the offer cannot be answered (one line).
+        """
+        ...
+
+    def close_views(self) -> None:
+        """Closes the WebRTC viewers' connections this process holds (the app's end)."""
+        ...
+
+
+class GraphViews:
+    """A running graph's WebRTC viewers, in this process: answered from its ``web`` sink's
+    frames on an event loop of their own thread (``service.webrtc.ThreadedViews``). Shared by
+    the one-process backend and a cluster worker.
+
+    Args:
+        graph: the graph.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        hub = web_hub(graph)
+        self.webrtc = ThreadedViews(hub) if hub is not None else None
+
+    def answer(self, name: str, offer_sdp: str) -> str:
+        """The SDP answer for a viewer's offer to watch ``name``; its connection closes when
+        the browser goes away or the stream ends (removed, or the graph stopped).
+
+        Raises:
+            NoLiveView: the graph has no ``web`` sink.
+            NoSuchStream: no input of that name, or it has ended.
+            ConfigError: the offer cannot be answered (not SDP, no H.264 video).
+            NotRunningNow: no answer in time.
+        """
+        if self.webrtc is None:
+            raise NoLiveView("no live view: the config has no web sink (kind: web)")
+        given = self.graph.source_group().inputs.get(name)
+        if given is None or given.ended:
+            raise NoSuchStream(f"no live stream named {name!r}")
+        try:
+            return self.webrtc.answer(name, offer_sdp)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        except TimeoutError as error:
+            raise NotRunningNow(str(error)) from None
+
+    def close(self) -> None:
+        """Closes every viewer's connection (a later answer opens new ones)."""
+        if self.webrtc is not None:
+            self.webrtc.close()
+
+
+def web_hub(graph: Graph) -> LiveHub | None:
+    """The live frames of ``graph``'s first ``web`` sink; None without one."""
+    return next((n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)),
+                None)  # fmt: skip
+
 
 class GraphBackend:
     """A graph running in this process (its first source a source group kept open).
@@ -96,12 +168,13 @@ class GraphBackend:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.group = graph.source_group()
-        self.hub: LiveHub | None = next(
-            (n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)), LiveHub()
-        )
+        self.hub = web_hub(graph) or LiveHub()  # without a web sink: no frame ever comes
+        self.views = GraphViews(graph)
 
     def streams(self) -> list[dict[str, Any]]:
-        return stream_rows(self.graph)
+        rtsp = rtsp_urls(self.graph)  # wildcard hosts kept: the app names the one it serves
+        return [{**row, "views": views_of(row["name"], rtsp.get(row["name"]))}
+                for row in stream_rows(self.graph)]  # fmt: skip
 
     def add(self, name: str, url: str) -> None:
         try:
@@ -146,3 +219,9 @@ class GraphBackend:
 
     def nodes(self) -> None:
         return None
+
+    def webrtc_answer(self, name: str, offer_sdp: str) -> str:
+        return self.views.answer(name, offer_sdp)
+
+    def close_views(self) -> None:
+        self.views.close()

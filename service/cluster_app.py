@@ -4,6 +4,13 @@
 The endpoints are ``service.app``'s; here are the backend that answers them from the
 controller, and :func:`serve_cluster`, which joins the cluster, starts the controller and
 serves until SIGINT / SIGTERM.
+
+Live views on a cluster: a viewer's WebRTC offer comes to this API, which hands it to the
+worker running the camera; the worker answers it (aiortc, on a thread of its own) and the
+media flows from the worker's node to the browser. MJPEG is proxied through this API. Each
+stream's RTSP output is served by its worker, at the worker node's address; workers sharing
+a node take the next free port (``cluster.config.split_cameras`` sets ``port_tries``) and
+the rows name the real URL.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import threading
 from typing import Any
 
 from pipeline.errors import EXIT_INTERRUPTED
-from stages.sinks.web import LiveHub
+from service.views import views_of
 
 log = logging.getLogger("framegraph")
 SHORT_ID = 8
@@ -31,19 +38,20 @@ class ClusterBackend:
 
     Rows name where a camera runs: ``node`` (the node id's first 8 hex characters, as the
     page shows it), ``node_id`` (the full id, as in the metrics' ``node`` label) and
-    ``address`` (the node's IP address).
+    ``address`` (the node's IP address); their ``views`` come from the camera's worker
+    (its RTSP output at its node's address), or name only this API's paths while the camera
+    does not run.
 
     Args:
         controller: a ``cluster.controller.ClusterController`` (started or starting).
     """
 
-    hub: LiveHub | None = None  # the frames are on the workers: no WebRTC here
-
     def __init__(self, controller: Any) -> None:
         self.controller = controller
 
     def streams(self) -> list[dict[str, Any]]:
-        return [{**row, "node": _short(row.get("node")), "node_id": row.get("node")}
+        return [{**row, "node": _short(row.get("node")), "node_id": row.get("node"),
+                 "views": row.get("views") or views_of(row["name"])}
                 for row in self.controller.list_streams()]  # fmt: skip
 
     def add(self, name: str, url: str) -> None:
@@ -71,6 +79,12 @@ class ClusterBackend:
         return [{**node, "node": _short(node["node"]), "node_id": node["node"]}
                 for node in self.controller.nodes()]  # fmt: skip
 
+    def webrtc_answer(self, name: str, offer_sdp: str) -> str:
+        return self.controller.webrtc_answer(name, offer_sdp)
+
+    def close_views(self) -> None:
+        """Nothing here: the viewers' connections are the workers', closed as they stop."""
+
 
 def serve_cluster(
     raw: dict[str, Any], address: str, bind: tuple[str, int], token: str | None = None
@@ -92,7 +106,8 @@ def serve_cluster(
         ConfigError: no Ray, the cluster cannot be reached, the config or address is wrong.
         FrameGraphError: the starting cameras cannot be placed.
     """
-    from cluster.controller import ClusterController, connect, require_ray
+    from cluster.actors import connect, require_ray
+    from cluster.controller import ClusterController
     from service.app import create_app
     from service.server import ApiServer
 

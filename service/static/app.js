@@ -1,5 +1,6 @@
-// FrameGraph's page: one tile per stream (its live view, state, fps, latency), a form to
-// add a stream, a button to remove one, and the per-stage table; refreshed every second.
+// FrameGraph's page: one tile per stream (its live view, state, fps, latency, RTSP URL), a
+// form to add a stream, a button to remove one, and the per-stage table; refreshed every
+// second.
 "use strict";
 
 const tiles = document.getElementById("tiles");
@@ -9,7 +10,8 @@ const fmt = (value, digits = 0) => (value === null || value === undefined ? "-" 
 
 function tile(stream) {
   let element = document.getElementById(`tile-${stream.name}`);
-  if (!element) {
+  const fresh = !element;
+  if (fresh) {
     element = document.createElement("div");
     element.className = "tile";
     element.id = `tile-${stream.name}`;
@@ -23,12 +25,15 @@ function tile(stream) {
       '<span class="rate"></span><span class="node"></span><button class="remove">Remove</button>';
     info.querySelector(".name").textContent = stream.name;
     info.querySelector(".remove").addEventListener("click", () => remove(stream.name));
-    element.append(view, info);
+    const links = document.createElement("div");
+    links.className = "links";
+    links.innerHTML = '<a class="rtsp"></a>';
+    element.append(view, info, links);
     tiles.append(element);
-    // on a cluster (rows name a node) the frames are on the workers: MJPEG straight away
-    if (stream.node) mjpeg(stream.name, view);
-    else watch(stream.name, view, element);
   }
+  element.stream = stream;  // the newest row: its views, state and worker
+  if (fresh) watch(element);
+  else check(element);
   const state = element.querySelector(".state");
   state.textContent = stream.state;
   state.className = `state state-${stream.state}`;
@@ -36,54 +41,149 @@ function tile(stream) {
     `${fmt(stream.fps, 1)} fps, ${fmt(stream.e2e_p50_ms)} / ${fmt(stream.e2e_p95_ms)} ms`;
   element.querySelector(".node").textContent =
     stream.node ? `on ${stream.node}${stream.address ? ` (${stream.address})` : ""}` : "";
+  const rtsp = element.querySelector(".rtsp");  // its RTSP output, for a player (VLC, ffplay)
+  const url = (stream.views && stream.views.rtsp) || "";
+  if (rtsp.textContent !== url) {
+    rtsp.textContent = url;
+    if (url) rtsp.href = url;
+    else rtsp.removeAttribute("href");
+  }
   return element;
 }
 
-// WebRTC, WHEP-style: our offer goes to the server, its answer comes back; if no frame
-// arrives within a few seconds (or the server refuses, e.g. 501 on a cluster), the tile
-// shows the MJPEG view instead.
+// WebRTC, WHEP-style: our offer goes to the server, its answer comes back (on a cluster the
+// API hands the offer to the camera's worker and the video comes from that worker's node).
+// A connection that fails or drops (its camera moved to another worker, the server went
+// away) is replaced at once; an offer refused with 503 (the camera is being placed again)
+// is made again every second for a while. Any other refusal, or no frame within a few
+// seconds, and the tile shows the MJPEG view instead.
 const forceMjpeg = new URLSearchParams(location.search).get("view") === "mjpeg";
+const RETRY_MS = 1000;  // between offers while the camera is being placed (503)
+const RETRY_FOR_MS = 30000;  // then MJPEG
+const FIRST_FRAME_MS = 6000;  // a connection with no frame by then: MJPEG
+const DISCONNECTED_MS = 2000;  // "disconnected" for this long (it may recover): connect again
+const STALL_MS = 3000;  // a live camera's connection without a new frame this long (or 4
+// of its frame intervals, if longer): connect again
 
-async function watch(name, video, element) {
-  if (forceMjpeg) return mjpeg(name, video);
+async function watch(element, since = Date.now()) {
+  const video = element.querySelector("video.view");
+  if (forceMjpeg || !video) return mjpeg(element);
   const connection = new RTCPeerConnection();
   element.connection = connection;
+  element.worker = element.stream.worker;  // where the camera ran when we offered
+  element.frames = { count: 0, at: Date.now() };
   connection.addTransceiver("video", { direction: "recvonly" });
   connection.ontrack = (event) => { video.srcObject = event.streams[0] || new MediaStream([event.track]); };
+  let status = 0;
   try {
     await connection.setLocalDescription(await connection.createOffer());
-    await new Promise((resolve) => {
-      if (connection.iceGatheringState === "complete") return resolve();
-      connection.addEventListener("icegatheringstatechange", () => {
-        if (connection.iceGatheringState === "complete") resolve();
-      });
-      setTimeout(resolve, 2000);
-    });
-    const response = await fetch(`/webrtc/${encodeURIComponent(name)}`, {
+    await gathered(connection);
+    const response = await fetch(element.stream.views.webrtc, {
       method: "POST", headers: { "Content-Type": "application/sdp" },
       body: connection.localDescription.sdp,
     });
+    status = response.status;
     if (!response.ok) throw new Error(`answer: ${response.status}`);
     await connection.setRemoteDescription({ type: "answer", sdp: await response.text() });
   } catch (error) {
-    console.warn("WebRTC failed, MJPEG instead:", error);
     connection.close();
-    if (element.isConnected) mjpeg(name, video);
-    return;  // no point waiting for frames that cannot come
+    if (element.connection !== connection || !element.isConnected) return;
+    element.connection = null;
+    if (status === 503 && Date.now() - since < RETRY_FOR_MS) {
+      setTimeout(() => { if (element.isConnected && !element.connection) watch(element, since); }, RETRY_MS);
+    } else {
+      console.warn("WebRTC failed, MJPEG instead:", error);
+      mjpeg(element);
+    }
+    return;
   }
-  setTimeout(() => {
-    if (video.videoWidth > 0 || !element.isConnected) return;
+  connection.addEventListener("connectionstatechange", () => {
+    const state = connection.connectionState;
+    if (state === "failed" || state === "closed") again(element, connection, state);
+    if (state !== "disconnected") return;
+    setTimeout(() => {
+      if (connection.connectionState === "disconnected") again(element, connection, state);
+    }, DISCONNECTED_MS);
+  });
+  // the server hanging up (its camera removed or moved away, its worker stopping) closes the
+  // DTLS transport at once, while ICE would take seconds to notice
+  const transport = connection.getReceivers()[0] && connection.getReceivers()[0].transport;
+  if (transport) {
+    transport.addEventListener("statechange", () => {
+      if (transport.state === "closed" || transport.state === "failed") {
+        again(element, connection, `DTLS ${transport.state}`);
+      }
+    });
+  }
+  setTimeout(async () => {
+    if (element.connection !== connection || (await decoded(connection)) > 0) return;
+    console.warn("no frame over WebRTC, MJPEG instead");
     connection.close();
-    mjpeg(name, video);
-  }, 6000);
+    element.connection = null;
+    if (element.isConnected) mjpeg(element);
+  }, FIRST_FRAME_MS);
+}
+
+// Our ICE candidates complete (or 2 s passed): the offer then carries them all.
+function gathered(connection) {
+  return new Promise((resolve) => {
+    if (connection.iceGatheringState === "complete") return resolve();
+    connection.addEventListener("icegatheringstatechange", () => {
+      if (connection.iceGatheringState === "complete") resolve();
+    });
+    setTimeout(resolve, 2000);
+  });
+}
+
+// Frames decoded so far on a connection (0 once it is closed).
+async function decoded(connection) {
+  let frames = 0;
+  try {
+    (await connection.getStats()).forEach((report) => {
+      if (report.type === "inbound-rtp" && report.kind === "video") frames = report.framesDecoded || 0;
+    });
+  } catch (error) {  // closed meanwhile
+    return 0;
+  }
+  return frames;
+}
+
+// A tile's connection replaced by a new one (unless it was replaced already, or the tile went).
+function again(element, connection, why) {
+  if (element.connection !== connection || !element.isConnected) return;
+  console.info(`WebRTC ${why}: connecting again`);
+  connection.close();
+  element.connection = null;
+  watch(element);
+}
+
+// At each refresh: a camera now running on another worker (moved: its old worker's video
+// has stopped), or a live camera whose frames stopped coming, gets a new connection.
+async function check(element) {
+  const connection = element.connection;
+  const stream = element.stream;
+  if (!connection || connection.connectionState !== "connected") return;
+  if (stream.state !== "live") {  // a camera reconnecting sends nothing: not a stall
+    element.frames = { count: element.frames.count, at: Date.now() };
+    return;
+  }
+  if (stream.worker !== element.worker) return again(element, connection, "moved");
+  const count = await decoded(connection);
+  if (count === 0) return;  // no first frame yet: watch() falls back to MJPEG if none comes
+  if (count !== element.frames.count) element.frames = { count, at: Date.now() };
+  else if (Date.now() - element.frames.at > Math.max(STALL_MS, stream.fps ? 4000 / stream.fps : 0)) {
+    again(element, connection, "stalled");
+  }
 }
 
 // The fallback (and ?view=mjpeg): the stream as JPEGs over one HTTP response.
-function mjpeg(name, video) {
+function mjpeg(element) {
+  const video = element.querySelector("video.view");
+  if (!video) return;
   const image = document.createElement("img");
   image.className = "view";
-  image.alt = name;
-  image.src = `/live/${encodeURIComponent(name)}.mjpg`;
+  image.alt = element.stream.name;
+  image.src = element.stream.views.mjpeg;
   video.replaceWith(image);
 }
 

@@ -129,6 +129,9 @@ class RtspServerSink(Sink):
             (an RTSP request naming it, or RTCP); players are told this value.
         nonce_lifetime: seconds a Digest nonce is accepted; then clients are told it is
             stale and answer a fresh one on their own (a captured header dies with it).
+        port_tries: ports to try from the url's upward while the one tried is taken by
+            another process (cluster workers sharing a node); ``served_url`` has the one
+            served on. 1: a taken port is an error.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class RtspServerSink(Sink):
         max_connections_per_address: int = 32,
         session_timeout: int = 60,
         nonce_lifetime: float = 60.0,
+        port_tries: int = 1,
     ) -> None:
         self.url = url
         self.host, self.port, self.path = parse_rtsp_url(url)
@@ -159,6 +163,9 @@ class RtspServerSink(Sink):
             )
         except ValueError as error:
             raise ConfigError(f"rtsp_server: {error}") from None
+        if port_tries < 1:
+            raise ConfigError("rtsp_server: port_tries must be at least 1")
+        self.port_tries = port_tries
         self.fps = fps
         self.preset, self.bitrate, self.keyint = preset, bitrate, keyint
         self.idle_after = idle_after
@@ -195,11 +202,12 @@ class RtspServerSink(Sink):
                     self.url,
                 )
         try:
-            self.server = acquire_server(self.host, self.port, self.credentials, self.limits)
+            self.server = acquire_server(self.host, self.port, self.credentials, self.limits,
+                                         self.port_tries)  # fmt: skip
         except OSError as error:
-            raise SinkError(
-                f"cannot serve RTSP on {self.host}:{self.port}: {error.strerror}"
-            ) from None
+            ports = f"{self.port}" + (f"-{self.port + self.port_tries - 1}"
+                                      if self.port and self.port_tries > 1 else "")  # fmt: skip
+            raise SinkError(f"cannot serve RTSP on {self.host}:{ports}: {error.strerror}") from None
         except ValueError as error:
             raise SinkError(str(error)) from None
         try:

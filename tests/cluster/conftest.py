@@ -20,7 +20,7 @@ def ray_cluster() -> Iterator[tuple[Any, list[Any]]]:
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray>=2.9')")
     from ray.cluster_utils import Cluster
 
-    from cluster.controller import connect
+    from cluster.actors import connect
 
     started = time.monotonic()
     cluster = Cluster(initialize_head=True,

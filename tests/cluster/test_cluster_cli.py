@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster.config import WORKER_PORT_TRIES, split_cameras
 from pipeline.errors import SourceError
 from service.app import create_app
-from service.backend import NoCapacity, NoSuchStream, StreamExists
+from service.backend import NoCapacity, NoSuchStream, NotRunningNow, StreamExists
 from service.cluster_app import ClusterBackend
 from service.server import ApiServer
 from tests.conftest import free_port
@@ -39,7 +40,19 @@ class FakeController:
         self.ready = type("Ready", (), {"is_set": staticmethod(lambda: True)})()
 
     def list_streams(self) -> list[dict[str, Any]]:
-        return [{"name": "cam1", "state": "live", "node": NODE, "address": "10.0.0.7"}]
+        views = {
+            "webrtc": "/webrtc/cam1",
+            "mjpeg": "/live/cam1.mjpg",
+            "rtsp": "rtsp://10.0.0.7:8555/live/cam1",
+        }  # as its worker lists it
+        return [{"name": "cam1", "state": "live", "node": NODE, "address": "10.0.0.7",
+                 "views": views},
+                {"name": "cam 2", "state": "pending", "node": None, "address": None}]  # fmt: skip
+
+    def webrtc_answer(self, name: str, offer_sdp: str) -> str:
+        if name == "cam 2":
+            raise NotRunningNow(f"{name} is not running now (being placed); offer again")
+        return f"v=0\r\na=answer-for:{name}:{len(offer_sdp)}\r\n"
 
     def add(self, name: str, url: str) -> dict[str, Any]:
         errors = {"cam1": StreamExists(f"a stream named {name!r} is running"),
@@ -54,7 +67,7 @@ class FakeController:
             raise NoSuchStream(f"no stream named {name!r}")
 
     def wanted(self) -> list[str]:
-        return ["cam1"]
+        return ["cam1", "cam 2"]
 
     def live_jpeg(self, name: str, after: int, timeout: float) -> tuple[int, bytes] | None:
         return (after + 1, b"\xff\xd8fake\xff\xd9")
@@ -93,14 +106,41 @@ def test_the_controllers_errors_become_http_answers(client: httpx.Client) -> Non
     assert client.delete("/api/streams/nobody").status_code == 404
 
 
-def test_rows_and_nodes_name_the_node_and_webrtc_is_refused(client: httpx.Client) -> None:
-    (row,) = client.get("/api/streams").json()
+def test_rows_and_nodes_name_the_node_and_views(client: httpx.Client) -> None:
+    row, pending = client.get("/api/streams").json()
     assert (row["node"], row["node_id"], row["address"]) == (NODE[:8], NODE, "10.0.0.7")
+    assert row["views"] == {"webrtc": "/webrtc/cam1", "mjpeg": "/live/cam1.mjpg",
+                            "rtsp": "rtsp://10.0.0.7:8555/live/cam1"}  # fmt: skip
+    # not running now: only the API's own paths (its name quoted as a URL's path)
+    assert pending["views"] == {"webrtc": "/webrtc/cam%202", "mjpeg": "/live/cam%202.mjpg"}
     (node,) = client.get("/api/nodes").json()
     assert node["node"] == NODE[:8] and node["streams"] == ["cam1"]
     assert client.get("/readyz").status_code == 200
-    assert client.post("/webrtc/cam1", content="v=0\r\n").status_code == 501
     with client.stream("GET", "/live/cam1.mjpg") as response:
         first = next(response.iter_bytes())
     assert b"\xff\xd8fake" in first
     assert client.get("/live/nobody.mjpg").status_code == 404
+
+
+def test_webrtc_offers_go_to_the_controller(client: httpx.Client) -> None:
+    offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"
+    answered = client.post("/webrtc/cam1", content=offer)
+    assert answered.status_code == 201, answered.text
+    assert answered.headers["content-type"] == "application/sdp"
+    assert answered.text == f"v=0\r\na=answer-for:cam1:{len(offer)}\r\n"
+    placing = client.post("/webrtc/cam%202", content=offer)
+    assert placing.status_code == 503 and "being placed" in placing.json()["detail"]
+    assert client.post("/webrtc/nobody", content=offer).status_code == 404
+    assert client.post("/webrtc/cam1", content="hello").status_code == 400
+
+
+def test_workers_rtsp_sinks_try_further_ports() -> None:
+    raw = {"stages": [
+        {"name": "cams", "kind": "sources", "sources": {}},
+        {"name": "rtsp", "kind": "rtsp_server", "url": "rtsp://0.0.0.0:8554/live/{source}"},
+        {"name": "mine", "kind": "rtsp_server", "url": "rtsp://0.0.0.0:9554/x", "port_tries": 1},
+    ]}  # fmt: skip
+    stages = split_cameras(raw)[0]["stages"]
+    assert stages[1]["port_tries"] == WORKER_PORT_TRIES > 1
+    assert stages[2]["port_tries"] == 1  # what a config says stays
+    assert "port_tries" not in raw["stages"][1]  # the service's config is not changed

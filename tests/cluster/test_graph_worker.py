@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cluster.actors import connect
 from cluster.config import split_cameras
-from cluster.controller import connect
 from cluster.metrics import cluster_metrics_text
 from cluster.worker import GraphWorker
 from pipeline.errors import ConfigError, SourceError
@@ -123,3 +123,45 @@ def test_without_ray_a_cluster_fails_in_one_line(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigError, match=r"needs Ray.*pip install") as error:
         connect("auto")
     assert "\n" not in str(error.value)
+
+
+def test_a_worker_answers_webrtc_and_hangs_up_when_its_camera_ends(tmp_path: Path) -> None:
+    from service.backend import NoLiveView, NoSuchStream
+    from tests.service.webrtc_viewer import Viewer
+
+    worker = GraphWorker(worker_config(tmp_path), "worker-v")
+    try:
+        worker.ready(60)
+        worker.add_stream("a", LIVE)
+        worker.add_stream("b", LIVE)
+        views = {row["name"]: row["views"] for row in worker.streams()}
+        assert views["a"] == {"webrtc": "/webrtc/a", "mjpeg": "/live/a.mjpg"}  # no RTSP sink
+        first = Viewer(lambda sdp: worker.webrtc_answer("a", sdp))
+        second = Viewer(lambda sdp: worker.webrtc_answer("b", sdp))
+        try:
+            assert first.wait_frames(3, 20) and second.wait_frames(3, 20)
+            assert first.sizes[-1] == (64, 48)
+            assert worker.remove_stream("a")
+            assert first.ended.wait(10), first.states  # its camera ended: hung up
+            assert second.wait_frames(2, 10) and not second.ended.is_set()  # b plays on
+            with pytest.raises(NoSuchStream):
+                worker.webrtc_answer("a", "v=0\r\n")
+            assert worker.stop()["error"] is None
+            assert second.ended.wait(10), second.states  # the graph stopped: hung up
+            assert worker._views is not None and worker._views.webrtc.connections == 0
+        finally:
+            first.close()
+            second.close()
+    finally:
+        worker.stop()
+        worker.close_views()
+    plain = GraphWorker({"stages": [
+        {"name": "cams", "kind": "sources", "keep_open": True, "sources": {"a": LIVE}},
+        {"name": "out", "kind": "discard"},
+    ]})  # fmt: skip
+    try:
+        plain.ready(60)
+        with pytest.raises(NoLiveView, match="web"):
+            plain.webrtc_answer("a", "v=0\r\n")
+    finally:
+        plain.stop()

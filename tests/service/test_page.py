@@ -166,8 +166,10 @@ def test_a_killed_viewer_leaves_no_connection_or_encoder(tmp_path) -> None:
     runner = threading.Thread(target=graph.run)
     runner.start()
 
+    views = app.state.backend.views.webrtc.views  # the WebRTCViews behind /webrtc
+
     def encoders() -> list[threading.Thread]:  # this app's encoder threads still running
-        found = [e.thread for e in app.state.views.encoders.values()]
+        found = [e.thread for e in views.encoders.values()]
         return [t for t in found if t is not None and t.is_alive()]
 
     try:
@@ -179,16 +181,69 @@ def test_a_killed_viewer_leaves_no_connection_or_encoder(tmp_path) -> None:
             page = browser.new_page()
             page.goto(server.url)
             page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
-            assert len(app.state.views.connections) == 1 and len(encoders()) == 1
+            assert len(views.connections) == 1 and len(encoders()) == 1
             for pid in descendants(os.getpid(), "chrom"):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)  # no goodbye: the connection just goes quiet
             deadline = time.monotonic() + 60  # ICE consent checks notice within ~30 s
-            while (app.state.views.connections or encoders()) and time.monotonic() < deadline:
+            while (views.connections or encoders()) and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert not app.state.views.connections and not encoders()
+            assert not views.connections and not encoders()
             with contextlib.suppress(Exception):
                 browser.close()
+    finally:
+        graph.stop()
+        runner.join(20)
+        server.stop()
+
+
+@needs_chromium
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["hangs up", "goes silent"])
+def test_a_dropped_connection_is_replaced_within_seconds(how: str) -> None:
+    """The server's end of the page's WebRTC connection hangs up (a camera's worker does when
+    the camera is removed or its worker stops) or goes silent (a worker killed with its
+    node): the tile connects again within seconds and plays over WebRTC, not MJPEG."""
+    import time
+
+    graph = build_graph(parse_config({"stages": [
+        {"name": "cams", "kind": "sources", "keep_open": True,
+         "sources": ["cam1=synthetic:320x240@25"]},
+        {"name": "web", "kind": "web"},
+    ]}))  # fmt: skip
+    app = create_app(graph)
+    server = ApiServer(app, "127.0.0.1", free_port())
+    server.start()
+    runner = threading.Thread(target=graph.run)
+    runner.start()
+    webrtc = app.state.backend.views.webrtc
+    try:
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(server.url)
+            page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
+            assert webrtc.connections == 1
+            dropped = time.monotonic()
+            if how == "hangs up":
+                webrtc.close()  # every viewer's connection closed from the server's side
+                wanted = 1
+            else:  # its event loop stops answering anything, as in a killed process; the
+                # next offer gets a loop of its own (the old connection stays counted)
+                loop, thread = webrtc._loop, webrtc._thread
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(5)
+                webrtc._loop = webrtc._thread = None
+                wanted = 2
+            deadline = dropped + 20
+            while webrtc.connections < wanted and time.monotonic() < deadline:
+                time.sleep(0.1)
+            again = time.monotonic() - dropped
+            assert webrtc.connections == wanted, "the page did not connect again"
+            _, start = page.evaluate(PLAYING, "cam1")
+            page.wait_for_function(f"({PLAYING})('cam1')[1] > {start + 0.5}", timeout=10000)
+            assert page.query_selector("#tile-cam1 video") is not None  # still WebRTC
+            print(f"\nconnected again {again:.1f} s after the server {how}")
+            assert again < (3 if how == "hangs up" else 8)
     finally:
         graph.stop()
         runner.join(20)

@@ -435,13 +435,27 @@ _servers_lock = threading.Lock()
 
 
 def acquire_server(
-    host: str, port: int, credentials: Credentials | None, limits: Limits | None = None
+    host: str,
+    port: int,
+    credentials: Credentials | None,
+    limits: Limits | None = None,
+    tries: int = 1,
 ) -> RtspServer:
-    """The process's server on ``host:port``, started on first use (shared by mounts).
+    """The process's server for ``host:port``, started on first use (shared by mounts).
+
+    Args:
+        host: the address to bind.
+        port: the port asked for (0: any free one).
+        credentials: what clients must prove, if anything.
+        limits: connection caps and timeouts.
+        tries: ports to try, from ``port`` upward, while the one tried is taken by another
+            process (several processes on one machine asking for one port: cluster workers).
+            The server is still found under the port asked for; ``server.port`` is the one
+            it serves on.
 
     Raises:
         ValueError: the server already runs with other credentials or limits.
-        OSError: the address cannot be bound.
+        OSError: the address cannot be bound (every port tried is taken, or another error).
     """
     limits = limits if limits is not None else Limits()
     with _servers_lock:
@@ -453,8 +467,17 @@ def acquire_server(
                 raise ValueError(f"rtsp://{host}:{port} is already served with other limits")
             _servers[(host, port)] = (server, users + 1)
             return server
-        server = RtspServer(host, port, credentials, limits)
-        server.start()
+        candidates = list(range(port, min(port + max(tries, 1), 65536))) if port else [0]
+        for candidate in candidates:
+            server = RtspServer(host, candidate, credentials, limits)
+            try:
+                server.start()
+                break
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or candidate == candidates[-1]:
+                    raise
+        if server.port != port and port:
+            log.warning("rtsp: port %d on %s is taken: serving on %d", port, host, server.port)
         _servers[(host, port)] = (server, 1)
         return server
 
