@@ -47,12 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.frame import Frame  # noqa: E402
-from pipeline.results import Detections  # noqa: E402
+from pipeline.results import Detections, box_iou  # noqa: E402
 from stages.faces import FaceDetector  # noqa: E402
 from stages.instances import YolactEdgeDetector  # noqa: E402
 from stages.model_stage import ModelStage, bundled_frames  # noqa: E402
 from stages.render.anonymize import Anonymize, face_coverage  # noqa: E402
-from stages.tracking import box_iou  # noqa: E402
 from stages.translate import Translate  # noqa: E402
 
 YOLACT = ROOT / "models" / "yolact_edge" / "weights" / "synthetic_mobilenetv2.pth"

@@ -33,6 +33,16 @@ def rle_json(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a [N, 4] and b [M, 4] (xyxy) -> [N, M]; boxes without area overlap nothing."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 @dataclass
 class Detections:
     """Objects found in one frame.
@@ -41,7 +51,8 @@ class Detections:
         boxes: float32 [N, 4], xyxy, pixels of the frame.
         scores: float32 [N], confidence in [0, 1].
         class_ids: int64 [N].
-        track_ids: int64 [N] or None, stable over time when a tracker ran.
+        track_ids: int64 [N] or None, stable over time when a tracker ran (the ``track``
+            stage); -1 for a detection on no track.
         masks: bool [N, H, W] full-frame masks, or None.
         landmarks: float32 [N, K, 2] pixel coordinates, or None.
         class_names: optional names indexed by class id.
@@ -120,12 +131,14 @@ class DensePoseResult:
         parts: list of N uint8 [h_i, w_i] part indices 0..24 (0 = background).
         uv: list of N float32 [2, h_i, w_i], U and V in [0, 1].
         scores: float32 [N] detection scores, or None; lists are best first.
+        track_ids: int64 [N] or None: each person's track (the ``track`` stage), -1 on none.
     """
 
     boxes: np.ndarray
     parts: list[np.ndarray]
     uv: list[np.ndarray]
     scores: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
 
     def to_iuv_image(self, height: int, width: int) -> np.ndarray:
         """Paste every person into one uint8 [H, W, 3] IUV image (I, U*255, V*255).
@@ -168,5 +181,7 @@ class DensePoseResult:
         out: dict[str, Any] = {"boxes": np.round(self.boxes.astype(float), 2).tolist()}
         if self.scores is not None:
             out["scores"] = np.round(self.scores.astype(float), 4).tolist()
+        if self.track_ids is not None:
+            out["track_ids"] = np.asarray(self.track_ids).tolist()
         out["iuv_png"] = pngs
         return out

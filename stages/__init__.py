@@ -12,5 +12,6 @@ from stages import (  # noqa: F401  (registers kinds)
     render,
     sinks,
     sources,
+    track,
     translate,
 )

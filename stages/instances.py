@@ -1,7 +1,7 @@
 """YolactEdge in the graph: one ``yolact_edge`` stage that runs as three parts on threads of
 their own, so they overlap: ``preprocess`` (resize, normalise, to the device), ``infer``
 (keyframes and warped non-keyframes, state per source) and ``postprocess`` (Fast NMS,
-masks, track ids -> ``Detections``).
+masks -> ``Detections``). Track ids come from a ``track`` stage after it (stages/track.py).
 
 Keyframe policy, per source: the first frame, every ``keyframe_interval``-th
 frame after a keyframe, the frame after a gap (dropped or missing frames: the warp would reach
@@ -29,7 +29,6 @@ from pipeline.frame import Frame
 from pipeline.results import Detections
 from stages.intermediate import intermediate
 from stages.model_stage import ModelStage, model_error
-from stages.tracking import IoUTracker
 
 log = logging.getLogger("framegraph")
 
@@ -67,8 +66,8 @@ class _SourceState:
 
 @register("yolact_edge")
 class YolactEdgeDetector(ModelStage):
-    """Instances (boxes, classes, masks, track ids) as ``Detections``, with YolactEdge's
-    temporal feature reuse.
+    """Instances (boxes, classes, masks) as ``Detections``, with YolactEdge's temporal
+    feature reuse. A ``track`` stage after it gives them track ids.
 
     Args:
         variant: an official config name (``yolact_edge_vid_resnet50``, ...); video variants
@@ -88,7 +87,6 @@ class YolactEdgeDetector(ModelStage):
         nms_threshold: Fast NMS IoU.
         max_detections: per frame.
         masks: compute instance masks (bool, frame size).
-        track: give detections track ids (IoU tracker per source) so colours stay stable.
         **options: the run options (``models.backends.RunOptions``) of the keyframe and
             non-keyframe graphs; ``auto`` measures each graph when the stage opens.
             ``channels_last`` defaults to on: NHWC convolutions run 5-25% faster on this
@@ -101,7 +99,7 @@ class YolactEdgeDetector(ModelStage):
     int8 = True
     channels_last_default = True
     steps = ("preprocess", "infer", "postprocess")
-    stateful_steps = frozenset({"infer", "postprocess"})
+    stateful_steps = frozenset({"infer"})  # keyframe features; postprocess keeps nothing
 
     def __init__(
         self,
@@ -117,7 +115,6 @@ class YolactEdgeDetector(ModelStage):
         nms_threshold: float = 0.5,
         max_detections: int = 100,
         masks: bool = True,
-        track: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -137,8 +134,7 @@ class YolactEdgeDetector(ModelStage):
         self.states: dict[str, _SourceState] = {}
         self.counts = {"keyframes": 0, "warped": 0}
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
-        self.max_detections, self.masks, self.track = max_detections, masks, track
-        self.trackers: dict[str, IoUTracker] = {}
+        self.max_detections, self.masks = max_detections, masks
 
     def open(self) -> None:
         self.check_options()
@@ -187,9 +183,8 @@ class YolactEdgeDetector(ModelStage):
         self.states.setdefault(source_id, _SourceState()).force = True
 
     def on_source_end(self, source_id: str) -> None:
-        """The source's keyframe features and tracks go (it ended or was removed)."""
+        """The source's keyframe features go (it ended or was removed)."""
         self.states.pop(source_id, None)
-        self.trackers.pop(source_id, None)
 
     def _needs_keyframe(self, state: _SourceState, frame: Frame, thumbnail: torch.Tensor) -> bool:
         if not self.video or state.force or not state.key:
@@ -263,24 +258,15 @@ class YolactEdgeDetector(ModelStage):
         return dict(self.counts)
 
     def postprocess(self, frame: Frame) -> Frame:
-        """``YolactRaw`` -> ``Detections``: Fast NMS, masks at frame size, track ids."""
+        """``YolactRaw`` -> ``Detections``: Fast NMS, masks at frame size."""
         raw = intermediate(frame, self.name, YolactRaw, self.name)
         found = yolact_edge.frame_instances(  # the bundle's postprocess, needing no model
             raw.loc, raw.conf, raw.coeffs, raw.proto, raw.input_size, raw.frame_size,
             score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
             max_detections=self.max_detections, with_masks=self.masks,
         )  # fmt: skip
-        boxes, scores, classes = found.boxes, found.scores, found.classes
-        track_ids = None
-        if self.track:
-            tracker = self.trackers.setdefault(frame.source_id, IoUTracker())
-            track_ids = tracker.update(boxes, classes, scores)
         frame.results[self.name] = Detections(
-            boxes,
-            scores,
-            classes,
-            track_ids=track_ids,
-            masks=found.masks,
+            found.boxes, found.scores, found.classes, masks=found.masks,
             class_names=raw.class_names,
-        )
+        )  # fmt: skip
         return frame

@@ -112,6 +112,13 @@ def test_panoptic_job_segments_and_tracks_the_held_out_scene(tmp_path: Path) -> 
     assert len(tracks[0] & tracks[-1]) >= len(tracks[0]) // 2  # ids persist
 
 
+def test_instances_job_tracks_the_held_out_scene(tmp_path: Path) -> None:
+    frames = job_results(tmp_path, "instances", "instances", 12)
+    assert len(frames) == 12 and all(len(f["boxes"]) >= 3 for f in frames)
+    ids = [{i for i in f["track_ids"] if i > 0} for f in frames]  # the track stage's
+    assert len(ids[1]) >= 3 and len(ids[1] & ids[-1]) >= len(ids[1]) // 2  # ids persist
+
+
 def test_densepose_job_finds_the_people_of_the_held_out_scene(tmp_path: Path) -> None:
     frames = job_results(tmp_path, "densepose", "people", 6)
     assert len(frames) == 6

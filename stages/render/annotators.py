@@ -19,7 +19,7 @@ PALETTE = np.array(
      (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255)],
     dtype=np.uint8,
 )  # fmt: skip
-"""BGR colours, indexed by track id (or class id when untracked)."""
+"""BGR colours, indexed by track id (or class id when untracked: no id, or -1)."""
 
 
 def colour(i: int) -> tuple[int, int, int]:
@@ -29,7 +29,8 @@ def colour(i: int) -> tuple[int, int, int]:
 
 
 class DetectionAnnotator:
-    """Boxes, labels with scores, optional masks (alpha blended) and landmarks.
+    """Boxes, labels with scores (and ``#track id`` when tracked), optional masks (alpha
+    blended) and landmarks; coloured by track id, by class where untracked (no id, or -1).
 
     Args:
         thickness: box line width in pixels.
@@ -41,7 +42,10 @@ class DetectionAnnotator:
         self.mask_alpha = mask_alpha
 
     def annotate(self, image: np.ndarray, detections: Detections) -> np.ndarray:
-        ids = detections.track_ids if detections.track_ids is not None else detections.class_ids
+        tracks = detections.track_ids
+        if tracks is None:
+            tracks = np.full(len(detections), -1, np.int64)
+        ids = np.where(tracks >= 0, tracks, detections.class_ids)  # untracked: by class
         if detections.masks is not None and len(detections):
             overlay = image.copy()
             for mask, i in zip(detections.masks, ids, strict=True):
@@ -52,8 +56,8 @@ class DetectionAnnotator:
             c = colour(i)
             cv2.rectangle(image, (x0, y0), (x1, y1), c, self.thickness)
             label = f"{detections.label(n)} {detections.scores[n]:.2f}"
-            if detections.track_ids is not None:
-                label = f"#{int(detections.track_ids[n])} {label}"
+            if tracks[n] >= 0:
+                label = f"#{int(tracks[n])} {label}"
             (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
             cv2.rectangle(image, (x0, max(y0 - th - 6, 0)), (x0 + tw + 4, max(y0, th + 6)), c, -1)
             cv2.putText(image, label, (x0 + 2, max(y0 - 4, th + 2)), cv2.FONT_HERSHEY_SIMPLEX,
@@ -227,7 +231,7 @@ def render_iuv(
 
 class IUVAnnotator:
     """DensePose body parts or U, V coordinates, pasted full-frame and drawn with ``render_iuv``,
-    and optionally each person's box and score (apply_net's ``bbox`` mode).
+    and optionally each person's box and score (apply_net's ``bbox`` mode), and track id.
 
     Args:
         mode: "parts", "u", "v" or "contours" (see ``render_iuv``).
@@ -248,6 +252,7 @@ class IUVAnnotator:
         if self.box_annotator is not None and len(densepose.boxes):
             count = len(densepose.boxes)
             scores = densepose.scores if densepose.scores is not None else np.ones(count)
-            people = Detections(densepose.boxes, scores, np.zeros(count), class_names=("person",))
+            people = Detections(densepose.boxes, scores, np.zeros(count),
+                                track_ids=densepose.track_ids, class_names=("person",))  # fmt: skip
             self.box_annotator.annotate(image, people)
         return image

@@ -2,17 +2,24 @@
 with temporal memory so a face the detector misses for a few frames stays
 covered, and a fail-closed mode for frames whose detections never arrived.
 
-Memory: covered regions are tracks (``stages.tracking``). A detection
-overlapping a track (IoU above ``match_iou``) updates it; a track not seen on
-this frame keeps being covered for ``memory`` frames, moved along its last
+Memory: covered regions are remembered (``RegionMemory``). A detection
+overlapping a remembered region (IoU above ``match_iou``) updates it; a region not
+seen on this frame keeps being covered for ``memory`` frames, moved along its last
 velocity and grown by ``grow_per_frame`` per missed frame, since a missed face
 has usually moved.
 Frames dropped upstream count as missed frames (``Frame.index`` gaps).
+
+Why not the ``track`` stage's tracker: this memory has to fail safe, not to keep ids. Every
+detection is covered on the frame it is found, whatever its score and however new (ByteTrack
+starts a track only above its activation score and confirms it a frame later); any overlap
+(IoU 0.1) is the same face, since a wrong link only covers more; and nothing here is ever
+shown as an id. So it stays a few lines of box IoU with a velocity, private to this stage.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import cv2
@@ -20,9 +27,8 @@ import numpy as np
 
 from pipeline.config import register
 from pipeline.frame import Frame
-from pipeline.results import Detections
+from pipeline.results import Detections, box_iou
 from pipeline.stage import References, Stage
-from stages.tracking import IoUTracker
 
 log = logging.getLogger("framegraph")
 
@@ -58,6 +64,66 @@ def face_coverage(
         for x0, y0, x1, y1 in np.round(faces).astype(int).reshape(-1, 4)
     ]
     return np.array(covered, np.float64)
+
+
+@dataclass
+class Region:
+    """A remembered detection of one source.
+
+    Attributes:
+        box: float32 [4] xyxy as last seen.
+        velocity: float32 [4] xyxy change per frame between its last two sightings.
+        last_seen: the frame index of its last sighting.
+    """
+
+    box: np.ndarray
+    velocity: np.ndarray
+    last_seen: int
+
+    def predicted(self, index: int) -> np.ndarray:
+        """float32 [4]: the box moved along its velocity to frame ``index``."""
+        return self.box + self.velocity * (index - self.last_seen)
+
+
+class RegionMemory:
+    """The detections of one source over its last ``memory`` frames.
+
+    Each frame's boxes continue the regions they overlap most (IoU at least ``match_iou``),
+    one box per region, greedily: the box whose best IoU is highest chooses first (the most
+    certain match), each taking the best region no box took before it (the older on a tie).
+    Boxes that continue nothing become new regions. A region unseen for more than ``memory``
+    frames is forgotten.
+
+    Args:
+        match_iou: least IoU to continue a region.
+        memory: frames a region is kept without a match.
+    """
+
+    def __init__(self, match_iou: float, memory: int) -> None:
+        self.match_iou, self.memory = match_iou, memory
+        self.regions: list[Region] = []  # oldest first
+
+    def update(self, boxes: np.ndarray, index: int) -> None:
+        """Adds one frame's boxes float [N, 4] (xyxy) at frame ``index`` and forgets the
+        regions it leaves too old (frames missing between two calls age them)."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        # No dtype on purpose: an empty region list is float64, as this memory has always
+        # built it, and the unstable sort below may order ties otherwise in another dtype.
+        iou = box_iou(boxes, np.array([r.box for r in self.regions]).reshape(-1, 4))
+        order = np.argsort(-iou.max(axis=1, initial=0))
+        free = np.ones(len(self.regions), bool)
+        for n in order:
+            box = boxes[n]
+            candidates = np.where(free, iou[n], -np.inf)
+            m = int(candidates.argmax()) if len(candidates) else -1
+            if m >= 0 and free[m] and candidates[m] >= self.match_iou:
+                free[m] = False
+                region = self.regions[m]
+                region.velocity = (box - region.box) / max(index - region.last_seen, 1)
+                region.box, region.last_seen = box, index
+            else:
+                self.regions.append(Region(box, np.zeros(4, np.float32), index))
+        self.regions = [r for r in self.regions if index - r.last_seen <= self.memory]
 
 
 @register("anonymize")
@@ -107,7 +173,7 @@ class Anonymize(Stage):
         self.min_score = min_score
         self.fail_closed = fail_closed
         self.frames_failed_closed = 0
-        self._tracks: dict[str, IoUTracker] = {}
+        self._memory: dict[str, RegionMemory] = {}
 
     def _found(self, frame: Frame) -> np.ndarray | None:
         if self.detections is not None:
@@ -121,23 +187,23 @@ class Anonymize(Stage):
         return np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
 
     def regions(self, source_id: str, index: int, boxes: np.ndarray) -> np.ndarray:
-        """Update the source's tracks with this frame's boxes; return what to cover [K, 4]."""
-        tracker = self._tracks.get(source_id)
-        if tracker is None:
-            tracker = self._tracks[source_id] = IoUTracker(self.match_iou, self.memory)
-        tracker.update(boxes, index=index)  # no scores: the most certain match goes first
+        """Update the source's memory with this frame's boxes; return what to cover [K, 4]."""
+        memory = self._memory.get(source_id)
+        if memory is None:
+            memory = self._memory[source_id] = RegionMemory(self.match_iou, self.memory)
+        memory.update(boxes, index)
         cover = []
-        for t in tracker.tracks:
-            missed = index - t.last_seen
+        for r in memory.regions:
+            missed = index - r.last_seen
             grow = 1 + self.grow_per_frame * missed
-            cover.append(scale_boxes(t.predicted(index)[None], self.scale * grow)[0])
+            cover.append(scale_boxes(r.predicted(index)[None], self.scale * grow)[0])
         return np.array(cover, np.float32).reshape(-1, 4)
 
     def on_gap(self, source_id: str, missing: int) -> None:
-        """Nothing to do: the index gap ages the tracks by itself."""
+        """Nothing to do: the index gap ages the memory by itself."""
 
     def on_source_end(self, source_id: str) -> None:
-        self._tracks.pop(source_id, None)
+        self._memory.pop(source_id, None)
 
     def hide(self, image: np.ndarray, regions: np.ndarray) -> np.ndarray:
         """A copy of ``image`` with ``regions`` [K, 4] hidden."""

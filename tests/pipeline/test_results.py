@@ -1,4 +1,4 @@
-"""Result types: the runtime imports no offline code, and masks go out as COCO RLE."""
+"""Result types: the runtime imports no offline code, masks go out as COCO RLE, box IoU."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from pipeline.results import Detections, PanopticSegmentation, rle_json
+from pipeline.results import Detections, PanopticSegmentation, box_iou, rle_json
 from tests.conftest import ROOT
 
 
@@ -40,3 +41,9 @@ def test_masks_are_written_as_coco_rle_that_pycocotools_reads_back() -> None:
     assert detections.to_json()["masks"] == [encoded]
     segments = PanopticSegmentation(mask.astype(np.int32) * 3, {3: {"class": 1}})
     assert segments.to_json()["rle"] == {"3": encoded}
+
+
+def test_box_iou_by_hand() -> None:
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 3]], np.float32)
+    assert box_iou(a, b) == pytest.approx(np.array([[50 / 150, 0.0, 0.0]]))

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.frame import Frame
 from pipeline.results import Detections
-from stages.render.anonymize import Anonymize, cover_mask, scale_boxes
+from stages.render.anonymize import Anonymize, RegionMemory, cover_mask, scale_boxes
 
 
 def textured(h: int = 120, w: int = 160) -> np.ndarray:
@@ -92,3 +92,33 @@ def test_several_new_faces_on_the_first_frame_each_get_a_region() -> None:
     stage.name = "hide"
     out = stage.process(frame_with([[10, 10, 30, 30], [100, 60, 140, 100], [60, 10, 80, 30]]))
     assert len(out.results["hide"]) == 3
+
+
+def boxes(*rows: list[float]) -> np.ndarray:
+    return np.array(rows, np.float32).reshape(-1, 4)
+
+
+def test_the_most_certain_match_chooses_first() -> None:
+    memory = RegionMemory(match_iou=0.1, memory=8)
+    memory.update(boxes([0, 0, 10, 10], [20, 0, 30, 10]), 0)
+    # both boxes overlap only region 0, the second more (IoU 0.82 against 0.43): it continues
+    # region 0 although it comes second, and the first becomes a new region
+    memory.update(boxes([4, 0, 14, 10], [1, 0, 11, 10]), 1)
+    assert [r.box.tolist() for r in memory.regions] == [
+        [1, 0, 11, 10],
+        [20, 0, 30, 10],
+        [4, 0, 14, 10],
+    ]
+
+
+def test_a_region_moves_along_its_velocity_then_is_forgotten() -> None:
+    memory = RegionMemory(match_iou=0.1, memory=2)
+    memory.update(boxes([0, 0, 10, 10]), 0)
+    memory.update(boxes([4, 0, 14, 10]), 2)  # a frame missing: 2 px per frame
+    (region,) = memory.regions
+    assert region.velocity.tolist() == [2, 0, 2, 0]
+    assert region.predicted(5).tolist() == [10, 0, 20, 10]
+    memory.update(boxes(), 4)
+    assert len(memory.regions) == 1
+    memory.update(boxes(), 5)
+    assert memory.regions == []

@@ -164,7 +164,7 @@ def test_half_precision_needs_cuda() -> None:
 
 
 def test_int8_finds_the_people_fp32_finds(tmp_path, monkeypatch) -> None:
-    from stages.tracking import box_iou
+    from pipeline.results import box_iou
     from synthetic.generator import generate
 
     monkeypatch.setenv("FRAMEGRAPH_CACHE", str(tmp_path))

@@ -11,12 +11,11 @@ import pytest
 from pipeline.errors import ModelError
 from pipeline.frame import Frame
 from pipeline.graph import Graph, NodeSpec
-from pipeline.results import Detections
+from pipeline.results import Detections, box_iou
 from pipeline.stage import Sink
 from stages.faces import FaceDetector
 from stages.render.anonymize import Anonymize, face_coverage
 from stages.sources.file import FileSource
-from stages.tracking import box_iou
 from tests.conftest import ROOT
 from tests.golden import assert_close, assert_same_detections
 from tests.stages.batching import run_sources
