@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import build_graph, parse_config
-from service.app import create_app
-from service.server import ApiServer
-from tests.conftest import free_port
+from tests.service.serving import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).is_file(), reason="needs Debian's chromium (apt-get install chromium)"
 )
+WEB = {"name": "web", "kind": "web"}
 PLAYING = """(name) => {
   const video = document.querySelector(`#tile-${name} video`);
   return video ? [video.videoWidth, video.currentTime] : [0, 0];
@@ -36,29 +34,9 @@ PIXELS = """(name) => {
 }"""
 
 
-@contextlib.contextmanager
-def serving(token: str | None = None) -> Iterator[str]:
-    """A service with one live synthetic camera, ``cam1``; yields its URL."""
-    graph = build_graph(parse_config({"stages": [
-        {"name": "cams", "kind": "sources", "keep_open": True,
-         "sources": ["cam1=synthetic:320x240@25"]},
-        {"name": "web", "kind": "web"},
-    ]}))  # fmt: skip
-    server = ApiServer(create_app(graph, token=token), "127.0.0.1", free_port())
-    server.start()
-    runner = threading.Thread(target=graph.run)
-    runner.start()
-    try:
-        yield server.url
-    finally:
-        graph.stop()
-        runner.join(20)
-        server.stop()
-
-
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    with serving() as url:
+    with serving(WEB) as (url, _):
         yield url
 
 
@@ -105,7 +83,7 @@ def test_the_page_plays_adds_and_removes_streams(page_url: str) -> None:
 @needs_chromium
 @pytest.mark.slow
 def test_the_page_asks_for_the_token_of_a_server_that_has_one() -> None:
-    with serving(token="s3cret") as url, chromium() as browser:
+    with serving(WEB, token="s3cret") as (url, _), chromium() as browser:
         page = browser.new_page()
         page.goto(url)
         assert not page.is_visible("#token")
@@ -155,31 +133,20 @@ def test_a_killed_viewer_leaves_no_connection_or_encoder(tmp_path) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    graph = build_graph(parse_config({"stages": [
-        {"name": "cams", "kind": "sources", "keep_open": True,
-         "sources": ["cam1=synthetic:320x240@25"]},
-        {"name": "web", "kind": "web"},
-    ]}))  # fmt: skip
-    app = create_app(graph)
-    server = ApiServer(app, "127.0.0.1", free_port())
-    server.start()
-    runner = threading.Thread(target=graph.run)
-    runner.start()
+    with serving(WEB) as (url, app):
+        views = app.state.backend.views.webrtc.views  # the WebRTCViews behind /webrtc
 
-    views = app.state.backend.views.webrtc.views  # the WebRTCViews behind /webrtc
+        def encoders() -> list[threading.Thread]:  # this app's encoder threads still running
+            found = [e.thread for e in views.encoders.values()]
+            return [t for t in found if t is not None and t.is_alive()]
 
-    def encoders() -> list[threading.Thread]:  # this app's encoder threads still running
-        found = [e.thread for e in views.encoders.values()]
-        return [t for t in found if t is not None and t.is_alive()]
-
-    try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM, headless=True,
                 args=["--no-sandbox", "--disable-features=WebRtcHideLocalIpsWithMdns"],
             )  # fmt: skip
             page = browser.new_page()
-            page.goto(server.url)
+            page.goto(url)
             page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
             assert len(views.connections) == 1 and len(encoders()) == 1
             for pid in descendants(os.getpid(), "chrom"):
@@ -191,10 +158,6 @@ def test_a_killed_viewer_leaves_no_connection_or_encoder(tmp_path) -> None:
             assert not views.connections and not encoders()
             with contextlib.suppress(Exception):
                 browser.close()
-    finally:
-        graph.stop()
-        runner.join(20)
-        server.stop()
 
 
 @needs_chromium
@@ -206,21 +169,11 @@ def test_a_dropped_connection_is_replaced_within_seconds(how: str) -> None:
     node): the tile connects again within seconds and plays over WebRTC, not MJPEG."""
     import time
 
-    graph = build_graph(parse_config({"stages": [
-        {"name": "cams", "kind": "sources", "keep_open": True,
-         "sources": ["cam1=synthetic:320x240@25"]},
-        {"name": "web", "kind": "web"},
-    ]}))  # fmt: skip
-    app = create_app(graph)
-    server = ApiServer(app, "127.0.0.1", free_port())
-    server.start()
-    runner = threading.Thread(target=graph.run)
-    runner.start()
-    webrtc = app.state.backend.views.webrtc
-    try:
+    with serving(WEB) as (url, app):
+        webrtc = app.state.backend.views.webrtc
         with chromium() as browser:
             page = browser.new_page()
-            page.goto(server.url)
+            page.goto(url)
             page.wait_for_function(f"({PLAYING})('cam1')[0] > 0", timeout=15000)
             assert webrtc.connections == 1
             dropped = time.monotonic()
@@ -244,7 +197,3 @@ def test_a_dropped_connection_is_replaced_within_seconds(how: str) -> None:
             assert page.query_selector("#tile-cam1 video") is not None  # still WebRTC
             print(f"\nconnected again {again:.1f} s after the server {how}")
             assert again < (3 if how == "hangs up" else 8)
-    finally:
-        graph.stop()
-        runner.join(20)
-        server.stop()

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from pipeline.config import build_graph, parse_config
-from service.app import create_app
-from service.server import ApiServer
 from service.views import views_of, with_host
 from tests.conftest import free_port, wait_until
+from tests.service.serving import serving
 from tests.service.webrtc_viewer import Viewer
 from tests.stages.rtsp_clients import Player
 
@@ -26,25 +23,13 @@ LIVE = {"kind": "synthetic", "width": 96, "height": 64, "frames": None, "live": 
 
 
 @contextlib.contextmanager
-def serving(*sinks: dict) -> Iterator[tuple[httpx.Client, object]]:
+def serving_client(*sinks: dict) -> Iterator[tuple[httpx.Client, object]]:
     """The API over a running graph: camera ``cam1`` and ``sinks``; (a client, the app)."""
-    graph = build_graph(parse_config({"stages": [
-        {"name": "cams", "kind": "sources", "keep_open": True, "sources": {"cam1": LIVE}},
-        *sinks,
-    ]}))  # fmt: skip
-    app = create_app(graph)
-    server = ApiServer(app, "127.0.0.1", free_port())
-    server.start()
-    runner = threading.Thread(target=graph.run)
-    runner.start()
-    client = httpx.Client(base_url=server.url, timeout=20)
-    try:
+    with (
+        serving(*sinks, camera=LIVE) as (url, app),
+        httpx.Client(base_url=url, timeout=20) as client,
+    ):
         yield client, app
-    finally:
-        client.close()
-        graph.stop()
-        runner.join(20)
-        server.stop()
 
 
 def rows(client: httpx.Client) -> dict[str, dict]:
@@ -68,7 +53,8 @@ def test_rows_carry_the_rtsp_url_really_served(tmp_path) -> None:
     with socket.socket() as other:  # another process's server on the port asked for
         other.bind(("0.0.0.0", port))
         other.listen()
-        with serving(rtsp, {"name": "web", "kind": "web", "inputs": ["cams"]}) as (client, _):
+        web = {"name": "web", "kind": "web", "inputs": ["cams"]}
+        with serving_client(rtsp, web) as (client, _):
             assert wait_until(lambda: "rtsp" in rows(client)["cam1"]["views"], 20), rows(client)
             views = rows(client)["cam1"]["views"]
             assert views["webrtc"] == "/webrtc/cam1" and views["mjpeg"] == "/live/cam1.mjpg"
@@ -85,7 +71,7 @@ def test_rows_carry_the_rtsp_url_really_served(tmp_path) -> None:
 @pytest.mark.slow
 def test_webrtc_through_the_api(tmp_path) -> None:
     web = {"name": "web", "kind": "web", "inputs": ["cams"]}
-    with serving(web) as (client, app):
+    with serving_client(web) as (client, app):
 
         def post(sdp: str) -> str:
             answered = client.post("/webrtc/cam1", content=sdp)
@@ -113,7 +99,7 @@ def test_webrtc_through_the_api(tmp_path) -> None:
 
 def test_webrtc_without_a_web_sink_is_not_offered(tmp_path) -> None:
     video = {"name": "video", "kind": "video_file", "path": str(tmp_path / "{source}.mp4")}
-    with serving(video) as (client, _):
+    with serving_client(video) as (client, _):
         assert wait_until(lambda: rows(client)["cam1"]["frames"] > 0, 20)
         refused = client.post("/webrtc/cam1", content="v=0\r\n")
         assert refused.status_code == 501 and "web" in refused.json()["detail"]
