@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="STAGE.KEY=VALUE",
-        help="set a stage's (or pipeline.) parameter, VALUE read as YAML; repeatable, "
+        help="set a stage's (or pipeline., cluster.) parameter, VALUE read as YAML; repeatable, "
         "e.g. --set people.backend=torch",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar / status line")
@@ -151,7 +151,8 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
 
 
 def _set_parameter(raw: dict[str, Any], assignment: str) -> None:
-    """Applies one ``--set STAGE.KEY=VALUE`` (or ``pipeline.KEY=VALUE``) to the raw config."""
+    """Applies one ``--set STAGE.KEY=VALUE`` (or ``pipeline.KEY=VALUE``,
+    ``cluster.KEY=VALUE``) to the raw config."""
     import yaml
 
     from pipeline.errors import ConfigError
@@ -164,8 +165,9 @@ def _set_parameter(raw: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"--set {assignment}: the value is not YAML") from None
-    if name == "pipeline":
-        raw["pipeline"][key] = value
+    if name in ("pipeline", "cluster"):  # the config's own sections
+        section = raw.get(name)
+        raw[name] = {**(section if isinstance(section, dict) else {}), key: value}
         return
     entries = [e for e in raw["stages"] if isinstance(e, dict) and e.get("name") == name]
     if not entries:

@@ -351,6 +351,18 @@ def test_three_sources_in_one_run_write_one_file_each_with_their_own_timestamps(
         assert re.search(rf"^{name}\s+ended\s+{len(steps[name])}\s", result.stderr, re.M)
 
 
+def test_set_reaches_the_pipeline_and_cluster_sections() -> None:
+    import run
+
+    raw = {"stages": [{"name": "s", "kind": "synthetic"}], "cluster": {"num_cpus": 2}}
+    argv = ["x.yaml", "--set", "cluster.streams_per_worker=2", "--set", "pipeline.threads=3"]
+    done = run.apply_overrides(raw, run.parse_args(argv))
+    assert done["cluster"] == {"num_cpus": 2, "streams_per_worker": 2}  # the rest kept
+    assert done["pipeline"]["threads"] == 3
+    fresh = run.apply_overrides({"stages": []}, run.parse_args(argv[:3]))
+    assert fresh["cluster"] == {"streams_per_worker": 2}
+
+
 def test_realtime_and_loop_pace_the_files_among_cameras() -> None:
     import run
 
