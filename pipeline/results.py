@@ -6,6 +6,7 @@ sink writes; models produce them and renderers read them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,3 +186,63 @@ class DensePoseResult:
             out["track_ids"] = np.asarray(self.track_ids).tolist()
         out["iuv_png"] = pngs
         return out
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a tracked object did at one frame: entered or left a zone, crossed a line.
+
+    Attributes:
+        kind: ``enter``, ``leave`` or ``cross``.
+        source: the frame's source id.
+        pts_s: the frame's time in its source's own clock, in seconds.
+        wall_time: when the frame was captured, UNIX seconds.
+        frame_index: the frame's index in its source.
+        track_id: the object's track (the ``track`` stage's id).
+        label: the object's class name.
+        where: the zone's or line's name.
+        direction: for ``cross``: ``in`` or ``out`` (the line's own sides); else None.
+        dwell_s: for ``leave``: the seconds of source time it spent in the zone; else None.
+        snapshot: a picture of the frame, when one was asked for (its path); else None.
+    """
+
+    kind: str
+    source: str
+    pts_s: float
+    wall_time: float
+    frame_index: int
+    track_id: int
+    label: str
+    where: str
+    direction: str | None = None
+    dwell_s: float | None = None
+    snapshot: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, None ones left out."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class Analytics:
+    """What zones and lines saw at one frame (the ``zones`` stage's result).
+
+    Attributes:
+        events: what happened at this frame, in the order it was found.
+        occupancy: zone name -> tracks inside it now.
+        line_counts: line name -> direction (``in`` / ``out``) -> label -> crossings so far
+            (per source, since it started).
+    """
+
+    events: list[Event] = field(default_factory=list)
+    occupancy: dict[str, int] = field(default_factory=dict)
+    line_counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"events": [e.to_json() for e in self.events], "occupancy": self.occupancy,
+                "line_counts": self.line_counts}  # fmt: skip
+
+
+def frame_events(results: dict[str, Any]) -> list[Event]:
+    """Every event among a frame's results (of each ``Analytics`` in it, in stage order)."""
+    return [e for r in results.values() if isinstance(r, Analytics) for e in r.events]

@@ -47,3 +47,18 @@ def test_box_iou_by_hand() -> None:
     a = np.array([[0, 0, 10, 10]], np.float32)
     b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 3]], np.float32)
     assert box_iou(a, b) == pytest.approx(np.array([[50 / 150, 0.0, 0.0]]))
+
+
+def test_events_are_found_among_a_frames_results_and_written_without_nones() -> None:
+    from pipeline.results import Analytics, Event, frame_events
+
+    cross = Event("cross", "cam", 1.5, 1.7e9, 12, 3, "person", "door", direction="in")
+    leave = Event("leave", "cam", 1.5, 1.7e9, 12, 4, "car", "lot", dwell_s=2.25)
+    results = {"dets": Detections.empty(), "zones": Analytics([cross]),
+               "more": Analytics([leave], occupancy={"lot": 0})}  # fmt: skip
+    assert frame_events(results) == [cross, leave]
+    assert cross.to_json() == {"kind": "cross", "source": "cam", "pts_s": 1.5,
+                               "wall_time": 1.7e9, "frame_index": 12, "track_id": 3,
+                               "label": "person", "where": "door", "direction": "in"}  # fmt: skip
+    assert leave.to_json()["dwell_s"] == 2.25 and "direction" not in leave.to_json()
+    assert results["more"].to_json()["occupancy"] == {"lot": 0}
