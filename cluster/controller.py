@@ -43,6 +43,7 @@ from cluster.actors import (
     result_of,
 )
 from cluster.config import split_cameras, worker_pythonpath
+from cluster.metrics import cluster_metrics_text, cluster_table, newest_events
 from pipeline.config import ClusterSettings, parse_config
 from pipeline.errors import FrameGraphError, StageError
 from service.backend import (  # the API's 503, 404, 503, 409
@@ -144,8 +145,6 @@ class ClusterController:
             The end-of-run summary (``cluster.metrics.cluster_table``): each worker's stage
             table, the workers lost during the run, and a row per camera.
         """
-        from cluster.metrics import cluster_table
-
         self._stopping.set()
         if self._loop is not None:
             self._loop.join(timeout)
@@ -327,6 +326,17 @@ class ClusterController:
         except TimeoutError as error:
             raise NotRunningNow(str(error)) from None
 
+    def events(
+        self, since: float | None = None, limit: int = 100, source: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of every worker's cameras (``GraphWorker.events``),
+        oldest first by capture time; a worker that does not answer in time is left out."""
+        with self._lock:
+            workers = list(self._workers.values())
+        answers = self._gather({w.name: w.handle.events.remote(since, limit, source)
+                                for w in workers})  # fmt: skip
+        return newest_events([a for a in answers.values() if isinstance(a, list)], limit)
+
     def wanted(self) -> list[str]:
         """The cameras wanted now: running, being opened, or waiting to be placed again."""
         with self._lock:
@@ -369,8 +379,6 @@ class ClusterController:
         """Every worker's metrics in Prometheus' text format, each series labelled with the
         ``node`` and ``worker`` it comes from, plus the controller's own: workers, cameras
         wanted and pending, and moves."""
-        from cluster.metrics import cluster_metrics_text
-
         with self._lock:
             workers = list(self._workers.values())
             wanted = len(self._wanted)

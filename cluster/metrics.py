@@ -1,5 +1,6 @@
 """The cluster's metrics: one Prometheus exposition of every worker's series, labelled with
-the node and worker they come from, and the controller's own; and the end-of-run table."""
+the node and worker they come from, and the controller's own; the workers' events merged;
+and the end-of-run table."""
 
 from __future__ import annotations
 
@@ -69,6 +70,13 @@ def cluster_metrics_text(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ClusterCollector([*merge_texts(texts), *own]))  # type: ignore[arg-type]
     return generate_latest(registry)
+
+
+def newest_events(answers: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+    """The workers' events (each worker's list as ``GraphWorker.events`` gives it) as one:
+    the newest ``limit`` by capture time, oldest first."""
+    found = sorted((e for answer in answers for e in answer), key=lambda e: e["wall_time"])
+    return found[-limit:] if limit > 0 else []
 
 
 def cluster_table(

@@ -25,9 +25,7 @@ from pipeline.graph import Graph, RunReport
 from pipeline.metrics import json_safe
 from service.backend import GraphViews
 from service.prometheus import metrics_text
-from service.streams import stream_rows, stream_states, wait_finalised
-from service.views import rtsp_urls, views_of
-from stages.sinks.web import WebSink
+from service.streams import listed_rows, stream_states, wait_finalised, web_hub
 
 log = logging.getLogger("framegraph")
 STOP_WAIT_S = 30.0
@@ -163,14 +161,20 @@ class GraphWorker:
         return wait_finalised(graph, name)
 
     def streams(self) -> list[dict[str, Any]]:
-        """Every camera as ``service.streams.stream_rows`` lists it, with its ``views``
-        (``service.views.views_of``): its RTSP output at this node's address (for a sink
+        """Every camera as ``service.streams.listed_rows`` lists it: with its ``counts`` and
+        ``views`` (``service.views.views_of``): its RTSP output at this node's address (for a sink
         bound to every interface) and the port it really serves on (a second worker on the
         node takes the next free one: ``port_tries``)."""
-        graph = self._graph()
-        rtsp = rtsp_urls(graph, self.node()["address"])
-        return [{**row, "views": views_of(row["name"], rtsp.get(row["name"]))}
-                for row in stream_rows(graph)]  # fmt: skip
+        return listed_rows(self._graph(), self.node()["address"])
+
+    def events(
+        self, since: float | None = None, limit: int = 100, source: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest events of this worker's cameras (``LiveHub.recent_events``), as JSON;
+        none without a ``web`` sink."""
+        hub = web_hub(self._graph())
+        found = hub.recent_events(since, limit, source) if hub is not None else []
+        return [event.to_json() for event in found]
 
     def stages(self) -> dict[str, Any]:
         """Per-stage metrics, as the end-of-run table has them."""
@@ -188,8 +192,8 @@ class GraphWorker:
         it is newer than frame number ``after`` (or ``timeout`` seconds passed): (its number,
         the bytes). None without a ``web`` sink or before the camera's first frame there.
         Numbers count per worker: they start again when a camera moves."""
-        hubs = [n.stage.hub for n in self._graph().nodes.values() if isinstance(n.stage, WebSink)]
-        feed = hubs[0].feeds.get(name) if hubs else None
+        hub = web_hub(self._graph())
+        feed = hub.feeds.get(name) if hub is not None else None
         if feed is None:
             return None
         feed.wait_newer(after, timeout)

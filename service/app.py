@@ -5,7 +5,11 @@
   p50 / p95, drops, frames, outputs, and ``views`` (``service.views``): ``webrtc`` and
   ``mjpeg``, this API's paths for its live view, and ``rtsp``, the URL of its per-source
   RTSP output once that serves (a wildcard bind address replaced by the host this API was
-  reached at; on a cluster by the worker node's address; the port the one really bound).
+  reached at; on a cluster by the worker node's address; the port the one really bound),
+  and ``counts``: the newest occupancy of its zones and crossings of its lines.
+- ``GET /api/events?since=&limit=&source=``: the newest events of zones and lines (enter,
+  leave, cross; ``pipeline.results.Event``), oldest first, as the ``web`` sink saw them
+  (from every worker on a cluster): after ``since`` (UNIX seconds), at most ``limit``.
 - ``POST /api/streams`` ``{"name", "url"}`` (any ``--source`` value): 201, the input starts
   through the running graph; 409 on a name in use, 422 on a bad body, 400 with the one-line
   reason when it cannot be opened.
@@ -37,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -54,6 +58,7 @@ from service.backend import (
     StreamExists,
 )
 from service.views import rows_with_host
+from stages.sinks.web import RECENT_EVENTS
 
 STATIC = Path(__file__).resolve().parent / "static"
 LIVE_VIEWERS = 32
@@ -138,6 +143,14 @@ def create_app(backend: Backend | Graph, token: str | None = None) -> FastAPI:
     @app.get("/api/stages")
     def stages() -> dict[str, Any]:
         return cameras.stages()
+
+    @app.get("/api/events")
+    def events(
+        since: float | None = None,
+        limit: int = Query(default=100, ge=0, le=RECENT_EVENTS),
+        source: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return cameras.events(since, limit, source)
 
     @app.get("/api/nodes")
     def nodes() -> list[dict[str, Any]]:

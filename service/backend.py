@@ -14,10 +14,9 @@ from pipeline.errors import ConfigError, FrameGraphError
 from pipeline.graph import Graph
 from pipeline.metrics import json_safe
 from service.prometheus import metrics_text
-from service.streams import stream_rows, stream_states, wait_finalised
-from service.views import rtsp_urls, views_of
+from service.streams import listed_rows, stream_states, wait_finalised, web_hub
 from service.webrtc import ThreadedViews
-from stages.sinks.web import LiveHub, WebSink
+from stages.sinks.web import LiveHub
 
 
 class StreamExists(ConfigError):
@@ -93,6 +92,12 @@ class Backend(Protocol):
         """The cluster's nodes; None outside a cluster."""
         ...
 
+    def events(self, since: float | None, limit: int, source: str | None) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of the zones and lines (of ``source`` only when
+        given, captured after ``since``, UNIX seconds, when given), oldest first, as JSON
+        (``pipeline.results.Event.to_json``)."""
+        ...
+
     def webrtc_answer(self, name: str, offer_sdp: str) -> str:
         """The SDP answer to a viewer's WebRTC offer for camera ``name``: the media then
         flows from where the camera runs (this process, or its worker's node).
@@ -152,12 +157,6 @@ class GraphViews:
             self.webrtc.close()
 
 
-def web_hub(graph: Graph) -> LiveHub | None:
-    """The live frames of ``graph``'s first ``web`` sink; None without one."""
-    return next((n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)),
-                None)  # fmt: skip
-
-
 class GraphBackend:
     """A graph running in this process (its first source a source group kept open).
 
@@ -172,9 +171,7 @@ class GraphBackend:
         self.views = GraphViews(graph)
 
     def streams(self) -> list[dict[str, Any]]:
-        rtsp = rtsp_urls(self.graph)  # wildcard hosts kept: the app names the one it serves
-        return [{**row, "views": views_of(row["name"], rtsp.get(row["name"]))}
-                for row in stream_rows(self.graph)]  # fmt: skip
+        return listed_rows(self.graph)  # wildcard hosts kept: the app names the one it serves
 
     def add(self, name: str, url: str) -> None:
         try:
@@ -219,6 +216,9 @@ class GraphBackend:
 
     def nodes(self) -> None:
         return None
+
+    def events(self, since: float | None, limit: int, source: str | None) -> list[dict[str, Any]]:
+        return [e.to_json() for e in self.hub.recent_events(since, limit, source)]
 
     def webrtc_answer(self, name: str, offer_sdp: str) -> str:
         return self.views.answer(name, offer_sdp)

@@ -82,6 +82,9 @@ class ClusterBackend:
     def webrtc_answer(self, name: str, offer_sdp: str) -> str:
         return self.controller.webrtc_answer(name, offer_sdp)
 
+    def events(self, since: float | None, limit: int, source: str | None) -> list[dict[str, Any]]:
+        return self.controller.events(since, limit, source)
+
     def close_views(self) -> None:
         """Nothing here: the viewers' connections are the workers', closed as they stop."""
 

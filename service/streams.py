@@ -12,6 +12,8 @@ from typing import Any
 from pipeline.graph import Graph
 from pipeline.metrics import json_safe
 from pipeline.per_source import PerSource
+from service.views import rtsp_urls, views_of
+from stages.sinks.web import LiveHub, WebSink
 from stages.sources.urls import redact
 
 STATE_NAMES = {"streaming": "live", "running": "live", "removed": "ended"}
@@ -28,6 +30,13 @@ def stream_states(graph: Graph) -> dict[str, str]:
 
 def _api_state(word: str) -> str:
     return STATE_NAMES.get(word, word)
+
+
+def web_hub(graph: Graph) -> LiveHub | None:
+    """The live frames, events and counts of ``graph``'s first ``web`` sink; None without
+    one."""
+    return next((n.stage.hub for n in graph.nodes.values() if isinstance(n.stage, WebSink)),
+                None)  # fmt: skip
 
 
 def stream_outputs(graph: Graph, name: str) -> list[str]:
@@ -51,6 +60,19 @@ def stream_rows(graph: Graph) -> list[dict[str, Any]]:
          "outputs": stream_outputs(graph, name)}
         for name, given in inputs.items()
     ])  # fmt: skip
+
+
+def listed_rows(graph: Graph, host: str | None = None) -> list[dict[str, Any]]:
+    """``stream_rows`` as the API lists them: each with its ``views``
+    (``service.views.views_of``: its RTSP output with ``host`` for a wildcard bind address,
+    when given) and ``counts``, the newest occupancy and line counts of its zones and lines
+    as the graph's ``web`` sink saw them (empty without one)."""
+    rtsp = rtsp_urls(graph, host)
+    hub = web_hub(graph)
+    counts = dict(hub.counts) if hub is not None else {}
+    return [{**row, "views": views_of(row["name"], rtsp.get(row["name"])),
+             "counts": counts.get(row["name"], {})}
+            for row in stream_rows(graph)]  # fmt: skip
 
 
 def wait_finalised(graph: Graph, name: str, timeout: float = FINALISE_WAIT_S) -> bool:

@@ -1,6 +1,6 @@
-// FrameGraph's page: one tile per stream (its live view, state, fps, latency, RTSP URL), a
-// form to add a stream, a button to remove one, and the per-stage table; refreshed every
-// second.
+// FrameGraph's page: one tile per stream (its live view, state, fps, latency, RTSP URL, the
+// counts of its zones and lines), a form to add a stream, a button to remove one, the recent
+// events and the per-stage table; refreshed every second.
 "use strict";
 
 const tiles = document.getElementById("tiles");
@@ -28,7 +28,9 @@ function tile(stream) {
     const links = document.createElement("div");
     links.className = "links";
     links.innerHTML = '<a class="rtsp"></a>';
-    element.append(view, info, links);
+    const counts = document.createElement("div");
+    counts.className = "counts";
+    element.append(view, info, links, counts);
     tiles.append(element);
   }
   element.stream = stream;  // the newest row: its views, state and worker
@@ -41,6 +43,7 @@ function tile(stream) {
     `${fmt(stream.fps, 1)} fps, ${fmt(stream.e2e_p50_ms)} / ${fmt(stream.e2e_p95_ms)} ms`;
   element.querySelector(".node").textContent =
     stream.node ? `on ${stream.node}${stream.address ? ` (${stream.address})` : ""}` : "";
+  element.querySelector(".counts").textContent = countsText(stream.counts || {});
   const rtsp = element.querySelector(".rtsp");  // its RTSP output, for a player (VLC, ffplay)
   const url = (stream.views && stream.views.rtsp) || "";
   if (rtsp.textContent !== url) {
@@ -49,6 +52,16 @@ function tile(stream) {
     else rtsp.removeAttribute("href");
   }
   return element;
+}
+
+// A tile's zones and lines: "lot: 2 inside · door: 3 in, 1 out" (per class in a tooltip-free
+// short form: the sums of every class).
+function countsText(counts) {
+  const sum = (byLabel) => Object.values(byLabel || {}).reduce((a, b) => a + b, 0);
+  const zones = Object.entries(counts.occupancy || {}).map(([zone, n]) => `${zone}: ${n} inside`);
+  const lines = Object.entries(counts.line_counts || {}).map(
+    ([line, ways]) => `${line}: ${sum(ways.in)} in, ${sum(ways.out)} out`);
+  return [...zones, ...lines].join(" · ");
 }
 
 // WebRTC, WHEP-style: our offer goes to the server, its answer comes back (on a cluster the
@@ -200,6 +213,12 @@ async function refresh() {
       if (element.connection) element.connection.close();
       element.remove();
     }
+    const events = await (await fetch("/api/events?limit=10")).json();
+    document.querySelector("#events tbody").innerHTML = events.reverse().map((e) =>
+      `<tr><td>${new Date(e.wall_time * 1000).toLocaleTimeString()}</td><td>${e.source}</td>` +
+      `<td>${e.kind}${e.direction ? ` ${e.direction}` : ""}</td><td>${e.where}</td>` +
+      `<td>${e.label} #${e.track_id}</td><td>${e.dwell_s === undefined ? "" : fmt(e.dwell_s, 1) + " s"}</td></tr>`
+    ).join("");
     const stages = await (await fetch("/api/stages")).json();
     // on a cluster the stages come per worker ({worker: {node, stages}}): one row each
     const flat = Object.entries(stages).flatMap(([name, s]) => (s.stages

@@ -1,5 +1,6 @@
 """Live frames for the service's web page: ``kind: web`` keeps each source's newest annotated
-frame where the page's viewers read it.
+frame where the page's viewers read it, and the recent events and counts of the zones and
+lines its frames carry (``GET /api/events``, the tiles' counts).
 
 The sink only swaps a reference and wakes the viewers, so a viewer that is slow, stalled or
 gone never slows the graph: each viewer takes the newest frame when it is ready for one and
@@ -9,13 +10,19 @@ skips what it missed. The MJPEG view encodes a frame once, however many viewers 
 from __future__ import annotations
 
 import threading
+from collections import deque
+from typing import Any
 
 import cv2
 import numpy as np
 
 from pipeline.config import register
 from pipeline.frame import Frame
+from pipeline.results import Analytics, Event
 from pipeline.stage import Sink
+
+RECENT_EVENTS = 1000
+"""Events a hub keeps for ``GET /api/events`` (the oldest go first)."""
 
 
 class LiveFeed:
@@ -58,12 +65,37 @@ class LiveFeed:
 
 
 class LiveHub:
-    """The feeds of every source, by source id (shared by the sink and the web app)."""
+    """The feeds of every source, by source id (shared by the sink and the web app), and
+    the events and counts of zones and lines seen in their frames."""
 
     def __init__(self, quality: int = 80) -> None:
         self.quality = quality
         self.feeds: dict[str, LiveFeed] = {}
+        self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        self.counts: dict[str, dict[str, Any]] = {}
+        """Per source: the newest ``occupancy`` and ``line_counts`` of each zones stage."""
         self._lock = threading.Lock()
+
+    def note(self, source_id: str, found: list[Analytics]) -> None:
+        """Keeps a frame's events and its newest counts (occupancy and line counts)."""
+        with self._lock:
+            for analytics in found:
+                self.events.extend(analytics.events)
+            self.counts[source_id] = {
+                "occupancy": {k: v for a in found for k, v in a.occupancy.items()},
+                "line_counts": {k: v for a in found for k, v in a.line_counts.items()},
+            }
+
+    def recent_events(
+        self, since: float | None = None, limit: int = 100, source: str | None = None
+    ) -> list[Event]:
+        """The newest ``limit`` events kept (oldest first), of ``source`` only when given,
+        captured after ``since`` (UNIX seconds) when given."""
+        with self._lock:
+            kept = list(self.events)
+        chosen = [e for e in kept if (source is None or e.source == source)
+                  and (since is None or e.wall_time > since)]  # fmt: skip
+        return chosen[-limit:] if limit > 0 else []
 
     def feed(self, source_id: str) -> LiveFeed:
         with self._lock:
@@ -91,6 +123,9 @@ class WebSink(Sink):
         self.hub = LiveHub(quality)
 
     def write(self, frame: Frame) -> None:
+        found = [r for r in frame.results.values() if isinstance(r, Analytics)]
+        if found:
+            self.hub.note(frame.source_id, found)
         self.hub.feed(frame.source_id).publish(frame.image)
 
     def on_source_end(self, source_id: str) -> None:

@@ -78,6 +78,9 @@ class FakeController:
     def stages(self) -> dict[str, Any]:
         return {}
 
+    def events(self, since: float | None, limit: int, source: str | None) -> list[dict]:
+        return [{"kind": "cross", "source": source or "cam1", "since": since, "limit": limit}]
+
     def metrics_text(self) -> bytes:
         return b""
 
@@ -113,6 +116,8 @@ def test_rows_and_nodes_name_the_node_and_views(client: httpx.Client) -> None:
                             "rtsp": "rtsp://10.0.0.7:8555/live/cam1"}  # fmt: skip
     # not running now: only the API's own paths (its name quoted as a URL's path)
     assert pending["views"] == {"webrtc": "/webrtc/cam%202", "mjpeg": "/live/cam%202.mjpg"}
+    asked = client.get("/api/events", params={"since": 5.5, "limit": 3, "source": "x"}).json()
+    assert asked == [{"kind": "cross", "source": "x", "since": 5.5, "limit": 3}]  # passed on
     (node,) = client.get("/api/nodes").json()
     assert node["node"] == NODE[:8] and node["streams"] == ["cam1"]
     assert client.get("/readyz").status_code == 200

@@ -165,3 +165,29 @@ def test_a_worker_answers_webrtc_and_hangs_up_when_its_camera_ends(tmp_path: Pat
             plain.webrtc_answer("a", "v=0\r\n")
     finally:
         plain.stop()
+
+
+def test_a_workers_events_and_counts_and_the_clusters_merge(tmp_path: Path) -> None:
+    from cluster.metrics import newest_events
+    from tests.service.test_events_api import EVERY  # registers the test_events stage kind
+
+    stages = [
+        {"name": "cams", "kind": "sources", "keep_open": True, "sources": {}},
+        {"name": "zones", "kind": "test_events"},
+        {"name": "web", "kind": "web"},
+    ]
+    worker = GraphWorker({"stages": stages}, "worker-e")
+    try:
+        worker.ready(30)
+        worker.add_stream("a", LIVE)
+        assert wait_until(lambda: len(worker.events()) >= 3, 20, step=0.1)
+        found = worker.events(limit=1000)
+        assert all(e["source"] == "a" and e["frame_index"] % EVERY == 0 for e in found)
+        assert worker.events(limit=1) == found[-1:]
+        assert "door" in worker.streams()[0]["counts"]["line_counts"]
+    finally:
+        assert worker.stop()["error"] is None
+    other = [{**e, "source": "b", "wall_time": e["wall_time"] + 0.001} for e in found]
+    merged = newest_events([found, other], 4)
+    assert [e["wall_time"] for e in merged] == sorted(e["wall_time"] for e in found + other)[-4:]
+    assert newest_events([found, other], 0) == []
