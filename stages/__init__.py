@@ -14,4 +14,5 @@ from stages import (  # noqa: F401  (registers kinds)
     sources,
     track,
     translate,
+    zones,
 )

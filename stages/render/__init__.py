@@ -16,7 +16,9 @@ from stages.render.annotators import (
     IUVAnnotator,
     IUVMode,
     PanopticAnnotator,
+    ZoneAnnotator,
 )
+from stages.zones import ZoneAnalytics
 
 
 @register("draw")
@@ -24,7 +26,9 @@ class Draw(Stage):
     """Draws every result it has an annotator for onto a copy of the frame.
 
     Detections get boxes, labels, masks and landmarks; panoptic segmentations a
-    colour per segment; DensePose results their parts or U, V coordinates.
+    colour per segment; DensePose results their parts or U, V coordinates; the ``zones``
+    stage's results its zones (shaded, with their occupancy) and lines (an arrow to their
+    ``in`` side, their in / out counts), drawn under everything else.
 
     Args:
         results: names of the stages whose results to draw (None = all).
@@ -35,6 +39,7 @@ class Draw(Stage):
         iuv_mode: how DensePose results are shown: "parts", "u", "v" or "contours".
         iuv_alpha: opacity of the DensePose colours or lines.
         iuv_boxes: also draw each DensePose person's box and score.
+        zone_alpha: opacity of an occupied zone's shading (an empty one's is a third).
     """
 
     references: ClassVar[References] = {"results": ()}
@@ -49,17 +54,21 @@ class Draw(Stage):
         iuv_mode: IUVMode = "parts",
         iuv_alpha: float = 0.7,
         iuv_boxes: bool = True,
+        zone_alpha: float = 0.35,
     ) -> None:
         self.results = results
         self.annotators = {
             Detections: DetectionAnnotator(thickness=thickness),
             PanopticSegmentation: PanopticAnnotator(panoptic_alpha, contours, stuff_colours),
             DensePoseResult: IUVAnnotator(iuv_mode, iuv_alpha, iuv_boxes),
+            ZoneAnalytics: ZoneAnnotator(thickness, zone_alpha),
         }
 
     def process(self, frame: Frame) -> Frame:
         image: np.ndarray | None = None
-        for name, result in frame.results.items():
+        # zones and lines first: the objects in them are drawn over their shading
+        results = sorted(frame.results.items(), key=lambda r: not isinstance(r[1], ZoneAnalytics))
+        for name, result in results:
             annotator = self.annotators.get(type(result))
             if annotator is None or (self.results is not None and name not in self.results):
                 continue

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from pipeline.results import DensePoseResult, Detections, PanopticSegmentation
+from stages.zones import ZoneAnalytics
 
 PALETTE = np.array(
     [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
@@ -255,4 +256,65 @@ class IUVAnnotator:
             people = Detections(densepose.boxes, scores, np.zeros(count),
                                 track_ids=densepose.track_ids, class_names=("person",))  # fmt: skip
             self.box_annotator.annotate(image, people)
+        return image
+
+
+def _label(image: np.ndarray, text: str, x: int, y: int, c: tuple[int, int, int]) -> None:
+    """White text on a box of colour ``c``, its lower left corner at (x, y), kept on the image."""
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    x = min(max(x, 0), max(image.shape[1] - tw - 4, 0))
+    y = min(max(y, th + 4), image.shape[0] - 2)
+    cv2.rectangle(image, (x, y - th - 4), (x + tw + 4, y + 2), c, -1)
+    cv2.putText(image, text, (x + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                cv2.LINE_AA)  # fmt: skip
+
+
+class ZoneAnnotator:
+    """Zones shaded (stronger while occupied) with ``name: occupancy``, lines with an arrow to
+    their ``in`` side and ``name in N out M`` (every class summed): the ``zones`` stage's
+    ``ZoneAnalytics``. A colour per zone and per line, by their order in the config.
+
+    Args:
+        thickness: outline and line width in pixels.
+        alpha: opacity of an occupied zone's shading (an empty zone's is a third of it).
+    """
+
+    def __init__(self, thickness: int = 2, alpha: float = 0.35) -> None:
+        self.thickness, self.alpha = thickness, alpha
+
+    def annotate(self, image: np.ndarray, analytics: ZoneAnalytics) -> np.ndarray:
+        geometry = analytics.geometry
+        if geometry is None:
+            return image
+        for k, (name, polygon) in enumerate(geometry.zones.items()):
+            c = colour(2 * k)
+            points = np.round(polygon).astype(np.int32)
+            occupancy = analytics.occupancy.get(name, 0)
+            alpha = self.alpha if occupancy else self.alpha / 3
+            overlay = image.copy()
+            cv2.fillPoly(overlay, [points], c)
+            cv2.addWeighted(overlay, alpha, image, 1 - alpha, 0, dst=image)
+            cv2.polylines(image, [points], True, c, self.thickness, cv2.LINE_AA)
+            top = points[np.argmin(points[:, 1])]
+            _label(image, f"{name}: {occupancy}", int(top[0]), int(top[1]) - 4, c)
+        for k, (name, line) in enumerate(geometry.lines.items()):
+            c = colour(2 * k + 1)
+            (x1, y1), (x2, y2) = line.astype(np.float64)
+            cv2.line(image, (round(x1), round(y1)), (round(x2), round(y2)), c, self.thickness,
+                     cv2.LINE_AA)  # fmt: skip
+            length = float(np.hypot(x2 - x1, y2 - y1))
+            normal = np.array([y2 - y1, x1 - x2]) / length  # towards the in side
+            middle = np.array([x1 + x2, y1 + y2]) / 2
+            tip = middle + normal * min(max(0.15 * length, 15.0), 40.0)
+            cv2.arrowedLine(image, tuple(np.round(middle).astype(int).tolist()),
+                            tuple(np.round(tip).astype(int).tolist()), c, self.thickness,
+                            cv2.LINE_AA, tipLength=0.35)  # fmt: skip
+            counts = analytics.line_counts.get(name, {})
+            total = {d: sum(counts.get(d, {}).values()) for d in ("in", "out")}
+            text = f"{name} in {total['in']} out {total['out']}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            # centred on the out side of the middle, clear of the line and the arrow
+            reach = abs(normal[0]) * (tw / 2 + 8) + abs(normal[1]) * (th / 2 + 8)
+            centre = middle - normal * reach
+            _label(image, text, round(centre[0] - tw / 2), round(centre[1] + th / 2), c)
         return image
