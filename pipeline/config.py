@@ -214,11 +214,12 @@ def build_stage(kind: str, args: dict[str, Any], where: str = "stage") -> Stage:
 
 def _build_node_stage(kind: str, args: dict[str, Any], where: str) -> Stage:
     """``build_stage``, except that a sink whose arguments hold ``{source}`` becomes one
-    sink per source (``pipeline.per_source``)."""
+    sink per source (``pipeline.per_source``), unless it fills them itself
+    (``Sink.per_source``)."""
     from pipeline.per_source import PerSource, has_placeholder
 
     cls = STAGE_KINDS.get(kind)
-    if cls is not None and issubclass(cls, Sink) and has_placeholder(args):
+    if cls is not None and issubclass(cls, Sink) and cls.per_source and has_placeholder(args):
         return PerSource(kind, args, lambda filled: build_stage(kind, filled, where))  # type: ignore[return-value]
     return build_stage(kind, args, where)
 

@@ -182,6 +182,10 @@ class Source(Stage):
 class Sink(Stage):
     """A terminal node: writes frames somewhere."""
 
+    per_source: ClassVar[bool] = True
+    """Arguments naming ``{source}`` make one sink per source (``pipeline.per_source``);
+    False for a sink that fills ``{source}`` itself, per frame or event."""
+
     def write(self, frame: Frame) -> None:
         """Write one frame."""
         raise NotImplementedError
