@@ -33,6 +33,7 @@ from synthetic.generator import SyntheticFrame, generate  # noqa: E402
 JOBS = {  # picture: (config, its video output, frame index)
     "default_job.jpg": ("configs/faces.yaml", "out/faces.mp4", 125),
     "motion_job.jpg": ("configs/motion.yaml", "out/motion.mp4", 120),
+    "counting_job.jpg": ("configs/counting.yaml", "out/counting.mp4", 200),
     "instances_job.jpg": ("configs/instances.yaml", "out/instances.mp4", 62),
     "translate_people_job.jpg": ("configs/translate_people.yaml", "out/translate_people.mp4", 51),
     "panoptic_job.jpg": ("configs/panoptic.yaml", "out/panoptic.mp4", 60),
