@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -27,16 +28,7 @@ class JsonlSink(Sink):
         self._file: IO[str] | None = None
 
     def open(self) -> None:
-        if self.path == "-":
-            import sys
-
-            self._file = sys.stdout
-            return
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as error:
-            raise SinkError(f"cannot write {self.path}: {error.strerror}") from None
+        self._file = open_lines(self.path)
 
     def write(self, frame: Frame) -> None:
         results = {
@@ -55,6 +47,26 @@ class JsonlSink(Sink):
         self._file.flush()  # type: ignore[union-attr]
 
     def close(self) -> None:
-        if self._file is not None and self.path != "-":
-            self._file.close()
+        close_lines(self._file, self.path)
         self._file = None
+
+
+def open_lines(path: str, append: bool = False) -> IO[str]:
+    """A text file to write lines to (its folder made), or standard output for ``-``.
+
+    Raises:
+        SinkError: it cannot be written (one line).
+    """
+    if path == "-":
+        return sys.stdout
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a" if append else "w", encoding="utf-8")
+    except OSError as error:
+        raise SinkError(f"cannot write {path}: {error.strerror}") from None
+
+
+def close_lines(file: IO[str] | None, path: str) -> None:
+    """Closes what :func:`open_lines` opened for ``path`` (standard output stays open)."""
+    if file is not None and path != "-":
+        file.close()

@@ -18,7 +18,6 @@ from pipeline.errors import ConfigError
 from pipeline.frame import Frame
 from pipeline.results import DensePoseResult, Detections
 from stages.render import Draw
-from stages.render import annotators as annotators_module
 from stages.render.annotators import colour
 from stages.track import Track
 from tests.conftest import ROOT
@@ -121,15 +120,8 @@ def test_a_frame_without_the_result_is_skipped_like_a_dropped_one() -> None:
     assert tracked(stage, [], 3) == [] and tracked(stage, [square(14)], 4) == [1]
 
 
-def test_draw_shows_the_track_ids(monkeypatch) -> None:
-    labels: list[str] = []
-    real = annotators_module.cv2.putText
-
-    def spy(image, text, *args, **kwargs):
-        labels.append(text)
-        return real(image, text, *args, **kwargs)
-
-    monkeypatch.setattr(annotators_module.cv2, "putText", spy)
+def test_draw_shows_the_track_ids(drawn_labels: list[str]) -> None:
+    labels = drawn_labels
     stage, draw = make(), Draw(results=["found"], thickness=1)
     draw.name = "draw"
     for index in range(3):

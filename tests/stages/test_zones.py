@@ -428,15 +428,8 @@ def test_snapshots_are_written_for_frames_with_events(tmp_path: Path) -> None:
     assert image.shape == (HEIGHT, WIDTH, 3)
 
 
-def test_draw_shades_zones_and_shows_lines_with_their_counts(monkeypatch) -> None:
-    labels: list[str] = []
-    real = annotators_module.cv2.putText
-
-    def spy(image, text, *args, **kwargs):
-        labels.append(text)
-        return real(image, text, *args, **kwargs)
-
-    monkeypatch.setattr(annotators_module.cv2, "putText", spy)
+def test_draw_shades_zones_and_shows_lines_with_their_counts(drawn_labels: list[str]) -> None:
+    labels = drawn_labels
     stage = make({"zones": {"door": DOOR}, "lines": {"gate": GATE}})
     draw = Draw(thickness=1)
     draw.name = "draw"

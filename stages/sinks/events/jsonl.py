@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import IO
 
 from pipeline.config import register
-from pipeline.errors import SinkError
 from pipeline.results import Event
 from stages.sinks.events.base import EventSink, event_text
+from stages.sinks.jsonl import close_lines, open_lines
 
 
 @register("event_log")
@@ -33,15 +31,8 @@ class EventLogSink(EventSink):
         self._opened = False
 
     def open(self) -> None:
-        if self.path == "-":
-            self._file = sys.stdout
-            return
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115
-            self._opened = True
-        except OSError as error:
-            raise SinkError(f"cannot write {self.path}: {error.strerror}") from None
+        self._file = open_lines(self.path, self.append)
+        self._opened = self.path != "-"
 
     def written(self) -> list[str]:
         return [self.path] if self._opened else []
@@ -55,6 +46,5 @@ class EventLogSink(EventSink):
         return {"events": self.events}
 
     def close(self) -> None:
-        if self._file is not None and self.path != "-":
-            self._file.close()
+        close_lines(self._file, self.path)
         self._file = None
