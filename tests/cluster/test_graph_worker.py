@@ -169,7 +169,7 @@ def test_a_worker_answers_webrtc_and_hangs_up_when_its_camera_ends(tmp_path: Pat
 
 def test_a_workers_events_and_counts_and_the_clusters_merge(tmp_path: Path) -> None:
     from cluster.metrics import newest_events
-    from tests.service.test_events_api import EVERY  # registers the test_events stage kind
+    from tests.service.event_stage import EVERY  # registers the test_events stage kind
 
     stages = [
         {"name": "cams", "kind": "sources", "keep_open": True, "sources": {}},

@@ -5,45 +5,16 @@ both (a tile's counts, the events table)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from pipeline.config import register
-from pipeline.frame import Frame
-from pipeline.results import Analytics, Event
-from pipeline.stage import Stage
 from tests.conftest import wait_until
+from tests.service.event_stage import EVERY  # registers the test_events stage kind
 from tests.service.serving import serving
 from tests.service.test_page import chromium, needs_chromium
-
-EVERY = 5
-"""The test stage's event: a crossing of line ``door`` every 5th frame of each source."""
-
-
-@register("test_events")
-class CrossingsEveryFewFrames(Stage):
-    """Gives every frame an ``Analytics``: a crossing of ``door`` by a new track every
-    ``EVERY`` frames (``in`` then ``out`` in turn), the counts so far and one zone."""
-
-    def __init__(self) -> None:
-        self.crossed: dict[str, int] = {}
-
-    def process(self, frame: Frame) -> Frame | None:
-        events = []
-        if frame.index % EVERY == 0:
-            n = self.crossed[frame.source_id] = self.crossed.get(frame.source_id, 0) + 1
-            events.append(Event(
-                "cross", frame.source_id, frame.index / 25, time.time(), frame.index, n,
-                "person", "door", direction="in" if n % 2 else "out",
-            ))  # fmt: skip
-        n = self.crossed.get(frame.source_id, 0)
-        counts = {"door": {"in": {"person": (n + 1) // 2}, "out": {"person": n // 2}}}
-        frame.results["zones"] = Analytics(events, {"lot": frame.index % 3}, counts)
-        return frame
 
 
 @pytest.fixture
