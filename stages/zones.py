@@ -5,6 +5,13 @@ The ``zones`` stage reads a result that carries track ids (a detector's ``Detect
 own name: the events of that frame (``enter``, ``leave``, ``cross``), the occupancy of every
 zone and the line counts so far, per source. Event sinks read them with ``frame_events``.
 
+Geometry per source: ``zones`` and ``lines`` are every source's, unless ``sources:`` gives
+a source its own (``sources: {cam2: {zones: ..., lines: ..., coordinates: ...}}``), which
+replace both for it: a source listed with neither has no zones or lines, and its
+``Analytics`` no events, occupancy or line counts. Each source's are checked when the stage
+is built, as the stage's are (``stages.zones_geometry``). The ``ZoneAnalytics`` of a frame
+carries its source's zones and lines, in its size's pixels, so ``draw`` shows those.
+
 Position: an object is one point of its box, the ``anchor`` (``bottom_center``, where a
 person or a car touches the ground, as supervision and DeepStream default to; or ``center``).
 
@@ -47,7 +54,6 @@ from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import register
 from pipeline.errors import ConfigError, SinkError
@@ -55,46 +61,22 @@ from pipeline.frame import Frame
 from pipeline.per_source import safe_name
 from pipeline.results import Analytics, DensePoseResult, Detections, Event
 from pipeline.stage import References, Stage
+from stages.zones_geometry import (
+    Coordinates,
+    Geometry,
+    LineSpec,
+    Point,
+    Shapes,
+    SourceSpec,
+    ZoneSpec,
+    parse_shapes,
+    parse_spec,
+)
 
 log = logging.getLogger("framegraph")
 
 Anchor = Literal["bottom_center", "center"]
-Coordinates = Literal["pixels", "relative"]
-Point = tuple[float, float]
 DIRECTIONS = ("in", "out")
-
-
-class ZoneSpec(BaseModel):
-    """A zone with options (a plain list of points is a zone for every class)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    points: list[Point]
-    classes: list[str] | None = None
-    """Only objects of these class names (None: all)."""
-
-
-class LineSpec(BaseModel):
-    """A line with options (a plain pair of points is a line for every class)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    points: tuple[Point, Point]
-    classes: list[str] | None = None
-    """Only objects of these class names (None: all)."""
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Zones and lines in one frame size's pixels: what ``draw`` draws.
-
-    Attributes:
-        zones: name -> float32 [K, 2] polygon vertices, pixels.
-        lines: name -> float32 [2, 2], point 1 then point 2, pixels.
-    """
-
-    zones: dict[str, np.ndarray]
-    lines: dict[str, np.ndarray]
 
 
 @dataclass
@@ -153,21 +135,11 @@ class _Track:
 
 @dataclass
 class _SourceState:
+    shapes: Shapes
+    """Its zones and lines (``Zones.shapes_of``)."""
     counts: dict[str, dict[str, dict[str, int]]]
     tracks: dict[int, _Track] = field(default_factory=dict)
     last_index: int | None = None
-
-
-def _check_points(kind: str, name: str, points: Any, relative: bool) -> np.ndarray:
-    array = np.asarray(points, np.float64)
-    if not np.isfinite(array).all():
-        raise ConfigError(f"zones: {kind} {name!r} has a coordinate that is not a number")
-    if relative and ((array < 0).any() or (array > 1).any()):
-        raise ConfigError(
-            f"zones: {kind} {name!r}: relative coordinates must be in 0..1 "
-            "(coordinates: pixels for pixels)"
-        )
-    return array
 
 
 @register("zones")
@@ -183,6 +155,9 @@ class Zones(Stage):
         lines: name -> [[x1, y1], [x2, y2]], or ``{points: [...], classes: [...]}``. Crossing
             from the right to the left of the walk from point 1 to point 2 is ``in``.
         coordinates: ``pixels``, or ``relative`` (0..1 of the frame's width and height).
+        sources: source id -> ``{zones: ..., lines: ..., coordinates: ...}``: that source's
+            own zones and lines, in place of ``zones`` and ``lines`` (both; none if it gives
+            none); ``coordinates`` defaults to the stage's.
         anchor: the point of a box that is the object's position: ``bottom_center`` or
             ``center``.
         margin: pixels an anchor must be past a zone's border or a line before its state or
@@ -202,6 +177,7 @@ class Zones(Stage):
         zones: dict[str, list[Point] | ZoneSpec] | None = None,
         lines: dict[str, tuple[Point, Point] | LineSpec] | None = None,
         coordinates: Coordinates = "pixels",
+        sources: dict[str, SourceSpec] | None = None,
         anchor: Anchor = "bottom_center",
         margin: float = 2.0,
         lost_after: int = 30,
@@ -216,30 +192,20 @@ class Zones(Stage):
             raise ConfigError("zones: margin must be >= 0")
         if lost_after < 0:
             raise ConfigError("zones: lost_after must be >= 0")
-        relative = coordinates == "relative"
-        self.zones: dict[str, tuple[np.ndarray, frozenset[str] | None]] = {}
-        self.lines: dict[str, tuple[np.ndarray, frozenset[str] | None]] = {}
-        for name, given in (zones or {}).items():
-            spec = _spec(ZoneSpec, given, "zone", name)
-            points = _check_points("zone", name, spec.points, relative)
-            if len(points) < 3 or abs(cv2.contourArea(points.astype(np.float32))) == 0:
-                raise ConfigError(f"zones: zone {name!r} needs at least 3 points enclosing an area")
-            self.zones[name] = (points, _classes(spec.classes))
-        for name, given in (lines or {}).items():
-            spec = _spec(LineSpec, given, "line", name)
-            points = _check_points("line", name, spec.points, relative)
-            if np.allclose(points[0], points[1]):
-                raise ConfigError(f"zones: line {name!r} has two equal points")
-            if name in self.zones:
-                raise ConfigError(f"zones: {name!r} names both a zone and a line")
-            self.lines[name] = (points, _classes(spec.classes))
-        if not self.zones and not self.lines:
-            raise ConfigError("zones: give at least one zone or line")
+        self.shapes = parse_shapes(zones, lines, coordinates)
+        self.sources: dict[str, Shapes] = {}
+        for source_id, given in (sources or {}).items():
+            spec = parse_spec(SourceSpec, given, f"zones: source {source_id!r}")
+            self.sources[source_id] = parse_shapes(
+                spec.zones, spec.lines, spec.coordinates or coordinates, source_id
+            )
+        if not self.shapes and not any(self.sources.values()):
+            raise ConfigError("zones: give at least one zone or line (for every source, or "
+                              "for some under sources:)")  # fmt: skip
         self.coordinates, self.anchor = coordinates, anchor
         self.margin, self.lost_after = float(margin), lost_after
         self.snapshots = Path(snapshots) if snapshots else None
-        self.sources: dict[str, _SourceState] = {}
-        self._geometry: dict[tuple[int, int], Geometry] = {}
+        self.states: dict[str, _SourceState] = {}
         self.totals = {"events": 0, "gaps": 0}
 
     def open(self) -> None:
@@ -250,20 +216,14 @@ class Zones(Stage):
                 raise SinkError(f"zones: cannot write snapshots to {self.snapshots}: "
                                 f"{error.strerror}") from None  # fmt: skip
 
-    def geometry(self, width: int, height: int) -> Geometry:
-        """The zones and lines in pixels of a ``width`` x ``height`` frame."""
-        key = (width, height)
-        if key not in self._geometry:
-            scale = np.array([width, height], np.float64) if self.coordinates == "relative" else 1
-            pixels = {}
-            for kind, shapes in (("zones", self.zones), ("lines", self.lines)):
-                pixels[kind] = {}
-                for name, (points, _) in shapes.items():
-                    array = (points * scale).astype(np.float32)
-                    array.flags.writeable = False  # shared by every frame of this size
-                    pixels[kind][name] = array
-            self._geometry[key] = Geometry(pixels["zones"], pixels["lines"])
-        return self._geometry[key]
+    def shapes_of(self, source_id: str) -> Shapes:
+        """The zones and lines of ``source_id``: its own under ``sources:``, else the
+        stage's."""
+        return self.sources.get(source_id, self.shapes)
+
+    def geometry(self, source_id: str, width: int, height: int) -> Geometry:
+        """The zones and lines of ``source_id`` in pixels of a ``width`` x ``height`` frame."""
+        return self.shapes_of(source_id).in_pixels(width, height)
 
     def on_gap(self, source_id: str, missing: int) -> None:
         """Counts the gap. Its effect needs nothing here: tracks are aged by frame index, so
@@ -271,14 +231,19 @@ class Zones(Stage):
         self.totals["gaps"] += 1
 
     def on_source_end(self, source_id: str) -> None:
-        self.sources.pop(source_id, None)
+        self.states.pop(source_id, None)
 
     def process(self, frame: Frame) -> Frame:
-        state = self.sources.get(frame.source_id)
+        state = self.states.get(frame.source_id)
         if state is None:
-            counts = {name: {d: {} for d in DIRECTIONS} for name in self.lines}
-            state = self.sources[frame.source_id] = _SourceState(counts)
-        geometry = self.geometry(frame.image.shape[1], frame.image.shape[0])
+            shapes = self.shapes_of(frame.source_id)
+            if self.sources and frame.source_id not in self.sources:
+                log.info("zones %s: source %r is not under sources: it has the stage's zones "
+                         "and lines", self.name, frame.source_id)  # fmt: skip
+            counts = {name: {d: {} for d in DIRECTIONS} for name in shapes.lines}
+            state = self.states[frame.source_id] = _SourceState(shapes, counts)
+        shapes = state.shapes
+        geometry = shapes.in_pixels(frame.image.shape[1], frame.image.shape[0])
         now = frame.time
         wall = time.time() - (time.monotonic() - frame.capture_time)
         events: list[Event] = []
@@ -306,7 +271,7 @@ class Zones(Stage):
                 track = state.tracks[track_id] = _Track(frame.index, label)
             track.last_index, track.label = frame.index, label
             for zone, polygon in geometry.zones.items():
-                classes = self.zones[zone][1]
+                classes = shapes.zones[zone][1]
                 if classes is not None and label not in classes:
                     continue
                 depth = zone_depth(polygon, point)
@@ -320,7 +285,7 @@ class Zones(Stage):
                     track.stays[zone] = (now, now)
                     event("enter", track_id, label, zone)
             for name, line in geometry.lines.items():
-                classes = self.lines[name][1]
+                classes = shapes.lines[name][1]
                 if classes is not None and label not in classes:
                     continue
                 distance = line_side(line, point)
@@ -343,7 +308,7 @@ class Zones(Stage):
         self.totals["events"] += len(events)
         frame.results[self.name] = ZoneAnalytics(
             events=events,
-            occupancy={z: sum(z in t.stays for t in state.tracks.values()) for z in self.zones},
+            occupancy={z: sum(z in t.stays for t in state.tracks.values()) for z in shapes.zones},
             line_counts=_copy_counts(state.counts),
             geometry=geometry,
         )
@@ -377,24 +342,8 @@ class Zones(Stage):
         return [dataclasses.replace(e, snapshot=str(path)) for e in events]
 
     def status(self) -> dict[str, Any]:
-        live = sum(len(state.tracks) for state in list(self.sources.values()))
+        live = sum(len(state.tracks) for state in list(self.states.values()))
         return {"tracks": live, **{k: v for k, v in self.totals.items() if v}}
-
-
-def _spec(cls: type[BaseModel], given: Any, kind: str, name: str) -> Any:
-    """A zone's or line's spec from a list of points, a mapping or a spec."""
-    if isinstance(given, cls):
-        return given
-    try:
-        return cls.model_validate(given if isinstance(given, dict) else {"points": given})
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"zones: {kind} {name!r}: {where}: {first['msg']}") from None
-
-
-def _classes(names: list[str] | None) -> frozenset[str] | None:
-    return frozenset(names) if names is not None else None
 
 
 def _copy_counts(counts: dict[str, dict[str, dict[str, int]]]) -> dict:

@@ -1,7 +1,8 @@
 """The ``zones`` stage (stages/zones.py): zone occupancy, enter / leave events and dwell
 times, directional line crossings, on a synthetic scene with known trajectories checked
-against analytic ground truth; gaps, relative coordinates, classes, sources, snapshots,
-drawing, config checks, and jobs through run.py with real detectors and tracker."""
+against analytic ground truth; gaps, relative coordinates, classes, sources and each
+source's own zones and lines, snapshots, drawing, config checks, and jobs through run.py
+with real detectors and tracker."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pipeline.results import Analytics, DensePoseResult, Detections, frame_event
 from stages.render import Draw
 from stages.render import annotators as annotators_module
 from stages.zones import ZoneAnalytics, Zones
+from stages.zones_geometry import Geometry
 from tests.conftest import ROOT
 
 # The scene: 640 x 480, 60 frames at irregular times (PTS in ms: 40 i + 7 (i mod 3)), so a
@@ -58,6 +60,10 @@ CONFIG = {
     "lines": {"gate": GATE, "gate_cars": {"points": GATE, "classes": ["car"]}, "fence": FENCE},
 }
 MARGIN = 2.0  # the default
+
+
+def relative(points: list[list[float]]) -> list[list[float]]:
+    return [[x / WIDTH, y / HEIGHT] for x, y in points]
 
 
 def box(anchor: tuple[float, float], scale: float = 1.0) -> list[float]:
@@ -296,9 +302,6 @@ def test_without_a_margin_jitter_on_a_line_counts_every_time() -> None:
 
 
 def test_relative_coordinates_give_the_same_events_at_any_frame_size() -> None:
-    def relative(points):
-        return [[x / WIDTH, y / HEIGHT] for x, y in points]
-
     config = {
         "zones": {"door": relative(DOOR), "yard": relative(YARD),
                   "yard_cars": {"points": relative(YARD), "classes": ["car"]}},
@@ -385,7 +388,111 @@ def test_sources_are_counted_apart_and_freed_at_their_end() -> None:
     assert result_a.line_counts["fence"] == {"in": {"person": 1}, "out": {"person": 1}}
     assert result_b.line_counts["fence"] == {"in": {}, "out": {}}
     stage.on_source_end("a")
-    assert set(stage.sources) == {"b"}
+    assert set(stage.states) == {"b"}
+
+
+# Each source's own zones and lines (`sources:`): cam1 has door and fence; cam2 yard and gate,
+# in relative coordinates (the stage's are pixels); quiet none; any other the stage's (CONFIG).
+PER_SOURCE = {
+    "cam1": {"zones": {"door": DOOR}, "lines": {"fence": FENCE}},
+    "cam2": {"zones": {"yard": relative(YARD)}, "lines": {"gate": relative(GATE)},
+             "coordinates": "relative"},
+    "quiet": {"zones": {}, "lines": {}},
+}  # fmt: skip
+OWN = {"cam1": {"door", "fence"}, "cam2": {"yard", "gate"}, "quiet": set(),
+       "cam3": set(ZONE_TRUTH) | set(LINE_TRUTH)}  # fmt: skip
+
+
+def restricted(truth: tuple, names: set[str]) -> tuple:
+    """One frame's ground truth for only the zones and lines ``names``."""
+    events, occupancy, line_counts = truth
+    return ([e for e in events if e[4] in names],
+            {z: n for z, n in occupancy.items() if z in names},
+            {line: c for line, c in line_counts.items() if line in names})  # fmt: skip
+
+
+def test_each_source_follows_its_own_zones_and_lines() -> None:
+    """The scene on four sources through one stage, frame by frame in turn: each source's
+    events, occupancy and line counts are the ground truth of its own zones and lines."""
+    stage = make(sources=PER_SOURCE)
+    truth = ground_truth()
+    streams = {source: scene(source=source) for source in OWN}
+    results: dict[str, list[Analytics]] = {source: [] for source in OWN}
+    for t in range(FRAMES):
+        for source, names in OWN.items():
+            result = stage.process(streams[source][t]).results["zones"]
+            results[source].append(result)
+            events, occupancy, line_counts = restricted(truth[t], names)
+            assert as_tuples(result) == events, (source, t)
+            assert result.occupancy == occupancy, (source, t)
+            assert result.line_counts == line_counts, (source, t)
+            assert {e.source for e in result.events} <= {source}
+    last = {source: results[source][-1] for source in OWN}
+    assert last["cam1"].line_counts == {"fence": {"in": {"person": 1}, "out": {"person": 1}}}
+    assert last["cam2"].line_counts == {"gate": {"in": {"car": 1}, "out": {"person": 1}}}
+    assert last["cam3"].line_counts == results_of_the_stage_alone()[-1].line_counts
+    assert (last["quiet"].occupancy, last["quiet"].line_counts) == ({}, {})
+    assert not any(r.events for r in results["quiet"])
+    events = sum(len(r.events) for by_source in results.values() for r in by_source)
+    assert stage.status() == {"tracks": 4 * 5, "events": events}  # 6 of each source ended
+
+
+def results_of_the_stage_alone() -> list[Analytics]:
+    return run(make(), scene())
+
+
+def test_a_crossing_of_one_sources_line_is_not_counted_for_another() -> None:
+    """The same walks on two cameras: east over x 500, where cam1's fence runs, then south
+    over y 250, where cam2's gate (the stage's: cam2 is not under ``sources``) runs."""
+    stage = make({"lines": {"gate": GATE}}, sources={"cam1": {"lines": {"fence": FENCE}}})
+    walks = {7: [(480, 200), (520, 200)], 8: [(200, 230), (200, 270)]}
+    results: dict[str, list[Analytics]] = {"cam1": [], "cam2": []}
+    for index, (track_id, anchor) in enumerate((t, a) for t, path in walks.items() for a in path):
+        for source, out in results.items():
+            out.append(one_object(stage, index, anchor, source, track_id))
+    assert [kinds(r) for r in results["cam1"]] == [[], [("cross", "fence", "out", None)], [], []]
+    assert [kinds(r) for r in results["cam2"]] == [[], [], [], [("cross", "gate", "out", None)]]
+    assert results["cam1"][-1].line_counts == {"fence": {"in": {}, "out": {"person": 1}}}
+    assert results["cam2"][-1].line_counts == {"gate": {"in": {}, "out": {"person": 1}}}
+
+
+def test_zones_and_lines_for_some_sources_only() -> None:
+    """No zones or lines for every source: the config is valid, and a source not listed has
+    none: an ``Analytics`` with no events, occupancy or line counts, nothing to draw."""
+    sources = {"cam1": {"zones": {"door": DOOR}}}
+    assert build_graph(parse_config(zones_config(sources=sources))) is not None
+    stage = make({}, sources=sources)
+    assert kinds(one_object(stage, 0, (150, 150), "cam1")) == [("enter", "door", None, None)]
+    for index in range(3):
+        other = one_object(stage, index, (150, 150 + 100 * index), "cam2")
+        assert (other.events, other.occupancy, other.line_counts) == ([], {}, {})
+    assert other.geometry == Geometry({}, {})
+
+
+def test_draw_shows_each_sources_own_zones_and_lines(drawn_labels: list[str]) -> None:
+    stage = make(sources=PER_SOURCE)
+    draw = Draw(thickness=1)
+    draw.name = "draw"
+    drawn = {}
+    for source in OWN:
+        frame = scene(source=source, only={6})[0]  # 6 is in door
+        frame.image = np.full((HEIGHT, WIDTH, 3), 100, np.uint8)
+        drawn_labels.clear()
+        drawn[source] = (draw.process(stage.process(frame)).image, list(drawn_labels))
+    person = "#6 person 0.90"
+    assert drawn["cam1"][1] == ["door: 1", "fence in 0 out 0", person]
+    assert drawn["cam2"][1] == ["yard: 0", "gate in 0 out 0", person]
+    assert drawn["quiet"][1] == [person]
+    assert drawn["cam3"][1] == ["door: 1", "yard: 0", "yard_cars: 0", "gate in 0 out 0",
+                                "gate_cars in 0 out 0", "fence in 0 out 0", person]  # fmt: skip
+    shaded = {source: ((image[150, 250] != 100).any(), (image[100, 550] != 100).any())
+              for source, (image, _) in drawn.items()}  # fmt: skip
+    # inside door (y 150, x 250), inside yard (y 100, x 550)
+    assert shaded == {"cam1": (True, False), "cam2": (False, True), "quiet": (False, False),
+                      "cam3": (True, True)}  # fmt: skip
+    # cam2's relative gate in pixels
+    frame = scene(source="cam2")[0]
+    assert stage.process(frame).results["zones"].geometry.lines["gate"].tolist() == GATE
 
 
 def test_the_center_anchor() -> None:
@@ -477,12 +584,61 @@ def zones_config(**zones: object) -> dict:
         ({"zones": {"a": DOOR}, "anchor": "top"}, "anchor"),
         ({"zones": {"a": DOOR}, "margin": -1}, "margin must be >= 0"),
         ({"zones": {"a": DOOR}, "lost_after": -1}, "lost_after must be >= 0"),
+        # each source's zones and lines are checked as the stage's, naming the source
+        ({"sources": {"cam2": {}}}, "at least one zone or line"),
+        ({"sources": {"cam2": {"zones": {}, "lines": {}}}}, "at least one zone or line"),
+        (
+            {"sources": {"cam2": {"zones": {"door": [[0, 0], [10, 10]]}}}},
+            "^zones: source 'cam2': zone 'door' needs at least 3 points enclosing an area$",
+        ),
+        (
+            {"zones": {"a": DOOR}, "sources": {"cam2": {"lines": {"b": [[5, 5], [5, 5]]}}}},
+            "^zones: source 'cam2': line 'b' has two equal points$",
+        ),
+        (
+            {"sources": {"cam2": {"zones": {"a": DOOR}, "lines": {"a": GATE}}}},
+            "^zones: source 'cam2': 'a' names both a zone and a line$",
+        ),
+        (
+            {"sources": {"cam2": {"zones": {"a": DOOR}, "coordinates": "relative"}}},
+            "^zones: source 'cam2': zone 'a': relative coordinates must be in 0..1",
+        ),
+        # a source's coordinates are the stage's unless it gives its own
+        (
+            {"coordinates": "relative", "sources": {"cam2": {"lines": {"a": GATE}}}},
+            "^zones: source 'cam2': line 'a': relative coordinates must be in 0..1",
+        ),
+        (
+            {"sources": {"cam2": {"zones": {"a": DOOR}, "coordinates": "metres"}}},
+            "sources.cam2.coordinates",
+        ),
+        (
+            {"sources": {"cam2": {"zones": {"a": DOOR}, "anchor": "center"}}},
+            "unknown key 'sources.cam2.anchor'",
+        ),
+        ({"sources": {"cam2": {"lines": {"a": [[5, 5], [5, 5], [6, 6]]}}}}, "sources.cam2.lines.a"),
     ],
 )
 def test_config_mistakes_are_one_line_errors(zones: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
         build_graph(parse_config(zones_config(**zones)))
     assert "\n" not in str(error.value)
+
+
+def test_source_mistakes_in_code_are_one_line_errors_too() -> None:
+    """Built from code (not through the config's types), a source's entry is checked alike."""
+    for sources, message in [
+        ({"cam2": {"zones": {"a": DOOR}, "anchor": "center"}},
+         "^zones: source 'cam2': unknown key 'anchor'$"),
+        ({"cam2": [DOOR]}, "^zones: source 'cam2': expected a mapping"),
+        ({"cam2": {"zones": {"a": {"points": DOOR, "class": ["car"]}}}},
+         "^zones: source 'cam2': unknown key 'zones.a.ZoneSpec.class'$"),
+        ({"cam2": {"zones": {"a": [[0, 0], [1, 0], [float("nan"), 1]]}}},
+         "^zones: source 'cam2': zone 'a' has a coordinate that is not a number$"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message) as error:
+            make(sources=sources)
+        assert "\n" not in str(error.value)
 
 
 def test_a_config_with_zones_and_lines_builds() -> None:
