@@ -200,6 +200,16 @@ function mjpeg(element) {
   video.replaceWith(image);
 }
 
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const text of cells) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    tr.append(td);
+  }
+  return tr;
+}
+
 async function refresh() {
   try {
     const streams = await (await fetch("/api/streams")).json();
@@ -214,24 +224,20 @@ async function refresh() {
       element.remove();
     }
     const events = await (await fetch("/api/events?limit=10")).json();
-    document.querySelector("#events tbody").innerHTML = events.reverse().map((e) =>
-      `<tr><td>${new Date(e.wall_time * 1000).toLocaleTimeString()}</td><td>${e.source}</td>` +
-      `<td>${e.kind}${e.direction ? ` ${e.direction}` : ""}</td><td>${e.where}</td>` +
-      `<td>${e.label} #${e.track_id}</td><td>${e.dwell_s === undefined ? "" : fmt(e.dwell_s, 1) + " s"}</td></tr>`
-    ).join("");
+    // names come from configs and cameras: set as text, never parsed as HTML
+    document.querySelector("#events tbody").replaceChildren(...events.reverse().map((e) => row([
+      new Date(e.wall_time * 1000).toLocaleTimeString(), e.source,
+      `${e.kind}${e.direction ? ` ${e.direction}` : ""}`, e.where, `${e.label} #${e.track_id}`,
+      e.dwell_s === undefined ? "" : `${fmt(e.dwell_s, 1)} s`])));
     const stages = await (await fetch("/api/stages")).json();
     // on a cluster the stages come per worker ({worker: {node, stages}}): one row each
     const flat = Object.entries(stages).flatMap(([name, s]) => (s.stages
       ? Object.entries(s.stages).map(([stage, one]) => [`${name}/${stage}`, one])
       : [[name, s]]));
-    const rows = flat.map(([name, s]) => {
-      const queue = s.queue ? `${s.queue.max_depth}/${s.queue.capacity}` : "-";
-      const drops = s.queue ? s.queue.drops : 0;
-      return `<tr><td>${name}</td><td>${s.kind}</td><td>${s.frames}</td><td>${fmt(s.fps, 1)}</td>` +
-        `<td>${fmt(s.p50_ms, 1)}</td><td>${fmt(s.p95_ms, 1)}</td><td>${queue}</td><td>${drops}</td>` +
-        `<td>${s.errors}</td></tr>`;
-    });
-    document.querySelector("#stages tbody").innerHTML = rows.join("");
+    document.querySelector("#stages tbody").replaceChildren(...flat.map(([name, s]) => row([
+      name, s.kind, s.frames, fmt(s.fps, 1), fmt(s.p50_ms, 1), fmt(s.p95_ms, 1),
+      s.queue ? `${s.queue.max_depth}/${s.queue.capacity}` : "-", s.queue ? s.queue.drops : 0,
+      s.errors])));
   } catch (error) {
     message.textContent = `cannot reach the server: ${error}`;
   }
