@@ -14,6 +14,11 @@ from typing import Any
 
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 
+HEALTH_GROUP = "health"
+"""The workers' concurrency group for health checks: a thread of its own, so that a ping is
+answered at once while every other thread waits on slow calls (WebRTC answers wait up to
+15 s on ICE gathering) and a busy worker is not taken for dead."""
+
 
 class WorkerLost(Exception):
     """A call found its worker dead (the controller drops it and places its cameras
@@ -146,7 +151,7 @@ def check_workers(
             if not answer["running"]:
                 dead.append((worker, "its graph ended"))
                 continue
-        worker.question = worker.handle.ping.remote()
+        worker.question = worker.handle.ping.options(concurrency_group=HEALTH_GROUP).remote()
         worker.asked_at = now
     return dead
 

@@ -79,15 +79,26 @@ def per_worker_paths(stages: list[Any]) -> None:
     a sink ``path`` without ``{source}`` gets ``-{worker}`` before its suffix
     (``out/events.jsonl`` -> ``out/events-worker-1.jsonl``, filled in by
     :func:`for_worker`), as two workers on one node, or nodes sharing a folder, would
-    otherwise write the same file. ``stages`` (config entries) are changed in place."""
+    otherwise write the same file (``-``, standard output, stays). Likewise an ``mqtt``
+    sink's ``client_id`` (a broker drops a session whose id another client takes), and an
+    ``event_log`` appends unless told otherwise (a camera placed again on a worker writing
+    the same file keeps what was logged). ``stages`` (config entries) are changed in
+    place."""
     from pipeline.config import STAGE_KINDS
     from pipeline.per_source import PLACEHOLDER
     from pipeline.stage import Sink
 
     for entry in stages:
-        kind = STAGE_KINDS.get(entry.get("kind", "")) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            continue  # the config's check reports it
+        kind = STAGE_KINDS.get(entry.get("kind", ""))
         path = entry.get("path") if isinstance(kind, type) and issubclass(kind, Sink) else None
-        if isinstance(path, str) and PLACEHOLDER not in path:
+        if entry.get("kind") == "mqtt" and entry.get("client_id"):
+            # a broker drops a session when another client takes its id: one per worker
+            entry["client_id"] = f"{entry['client_id']}-{WORKER}"
+        if entry.get("kind") == "event_log":
+            entry.setdefault("append", True)  # a camera placed again keeps what was logged
+        if isinstance(path, str) and path != "-" and PLACEHOLDER not in path:
             given = Path(path)
             entry["path"] = str(given.with_name(f"{given.stem}-{WORKER}{given.suffix}"))
             log.info("cluster: %s writes %s per worker", entry.get("name", entry["kind"]),
@@ -96,9 +107,11 @@ def per_worker_paths(stages: list[Any]) -> None:
 
 def for_worker(config: dict[str, Any], name: str) -> dict[str, Any]:
     """The workers' config for the worker called ``name``: ``{worker}`` in its sinks'
-    paths filled in (see :func:`per_worker_paths`). ``config`` is not changed."""
-    stages = [{**entry, "path": entry["path"].replace(WORKER, name)}
-              if isinstance(entry, dict) and isinstance(entry.get("path"), str) else entry
+    paths and MQTT client ids filled in (see :func:`per_worker_paths`). ``config`` is not
+    changed."""
+    stages = [{**entry, **{key: entry[key].replace(WORKER, name) for key in ("path", "client_id")
+                           if isinstance(entry.get(key), str)}}
+              if isinstance(entry, dict) else entry
               for entry in config.get("stages") or []]  # fmt: skip
     return {**config, "stages": stages}
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.actors import (
+    HEALTH_GROUP,
     Worker,
     WorkerLost,
     check_workers,
@@ -104,7 +105,8 @@ class ClusterController:
         self.settings: ClusterSettings = parse_config(config, "cluster config").cluster
         self.worker_config, self.initial = split_cameras(config)
         self.workdir = workdir or os.getcwd()
-        self._actor = self.ray.remote(GraphWorker)
+        # the health group: a thread of its own, so pings never wait behind slow calls
+        self._actor = self.ray.remote(concurrency_groups={HEALTH_GROUP: 1})(GraphWorker)
         self._wanted: dict[str, str | dict[str, Any]] = {}
         self._placed: dict[str, str] = {}  # camera -> the worker running it
         self._attempts: dict[str, _Attempt] = {}  # camera -> its opening in flight
@@ -481,7 +483,7 @@ class ClusterController:
         handle = self._actor.options(
             num_cpus=self.settings.num_cpus, num_gpus=self.settings.num_gpus,
             max_restarts=0,  # the controller re-places cameras itself (see the module doc)
-            max_concurrency=4,  # health checks are answered while a camera is being opened
+            max_concurrency=4,  # calls are answered while a camera is being opened
             scheduling_strategy="SPREAD",
             runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}},
         ).remote(self.worker_config, name, self.workdir)  # fmt: skip

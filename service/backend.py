@@ -15,7 +15,7 @@ from pipeline.graph import Graph
 from pipeline.metrics import json_safe
 from service.prometheus import metrics_text
 from service.streams import listed_rows, stream_states, wait_finalised, web_hub
-from service.webrtc import ThreadedViews
+from service.webrtc import ThreadedViews, TooManyViewers
 from stages.sinks.web import LiveHub
 
 
@@ -148,7 +148,7 @@ class GraphViews:
             return self.webrtc.answer(name, offer_sdp)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        except TimeoutError as error:
+        except (TimeoutError, TooManyViewers) as error:
             raise NotRunningNow(str(error)) from None
 
     def close(self) -> None:

@@ -40,9 +40,16 @@ IDLE_S = 3.0
 QUEUE_UNITS = 30
 """Encoded frames a viewer may have waiting; beyond, it skips to the next keyframe."""
 TIME_BASE = Fraction(1, CLOCK_RATE)
+MAX_VIEWERS = 64
+"""Peer connections one process serves at once: each holds sockets and DTLS state until its
+browser goes away (~30 s after a silent one), so offers past it are refused."""
 ANSWER_TIMEOUT_S = 15.0
 """How long :meth:`ThreadedViews.answer` waits for aiortc's answer (its ICE gathering asks
 a STUN server, for up to 5 s where none answers)."""
+
+
+class TooManyViewers(RuntimeError):
+    """``MAX_VIEWERS`` connections are open: the offer is refused (the API answers 503)."""
 
 
 class _Viewer:
@@ -198,6 +205,8 @@ class WebRTCViews:
             aiortc_sdp.SessionDescription.parse(offer_sdp)
         except (AssertionError, ValueError, IndexError, KeyError) as error:
             raise ValueError(f"not an SDP offer ({error or type(error).__name__})") from None
+        if len(self.connections) >= MAX_VIEWERS:
+            raise TooManyViewers(f"{len(self.connections)} viewers already: try again later")
         self._loop = asyncio.get_running_loop()
         encoder = self.encoders.get(name)
         if encoder is None or encoder.ended:  # an ended one belongs to an earlier stream
@@ -225,6 +234,9 @@ class WebRTCViews:
             raise ValueError(
                 f"cannot answer this WebRTC offer ({error or type(error).__name__})"
             ) from None
+        except BaseException:  # cancelled (the caller gave up waiting), or a bug: no leak
+            await asyncio.shield(self.close(connection))
+            raise
         return connection.localDescription.sdp
 
     def _ended(self, encoder: SharedEncoder) -> None:
@@ -293,7 +305,7 @@ class ThreadedViews:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise TimeoutError(f"no WebRTC answer for {name!r} in {timeout:.0f} s") from None
+            raise TimeoutError(f"no WebRTC answer for {name!r} in {timeout:g} s") from None
 
     @property
     def connections(self) -> int:

@@ -107,6 +107,7 @@ class LiveHub:
     def end(self, source_id: str) -> None:
         with self._lock:
             found = self.feeds.pop(source_id, None)
+            self.counts.pop(source_id, None)  # a stream added again starts from nothing
         if found is not None:
             found.end()
 

@@ -113,3 +113,21 @@ def test_the_table_names_a_worker_that_sent_no_metrics(error: str | None) -> Non
     first = table.splitlines()[0]
     assert first == "worker-3 on node 00000000 (10.0.0.3)" + (f": {error}" if error else "")
     assert table.endswith("0 cameras on 1 workers at the end; 0 workers lost, 0 moves")
+
+
+def test_worker_configs_keep_stdout_number_client_ids_and_append_event_logs() -> None:
+    from cluster.config import for_worker
+
+    raw = {"stages": [
+        {"name": "cams", "kind": "sources", "sources": {"cam": LIVE}},
+        {"name": "print", "kind": "jsonl", "path": "-"},
+        {"name": "bus", "kind": "mqtt", "host": "h", "client_id": "fg"},
+        {"name": "anon", "kind": "mqtt", "host": "h"},
+        {"name": "log", "kind": "event_log", "path": "out/{source}.jsonl"},
+        {"name": "mine", "kind": "event_log", "path": "out/all.jsonl", "append": False},
+    ]}  # fmt: skip
+    stages = for_worker(split_cameras(raw)[0], "worker-3")["stages"]
+    assert stages[1]["path"] == "-"  # standard output stays standard output
+    assert stages[2]["client_id"] == "fg-worker-3" and "client_id" not in stages[3]
+    assert stages[4] == {**raw["stages"][4], "append": True}  # a camera back keeps its log
+    assert stages[5]["append"] is False and stages[5]["path"] == "out/all-worker-3.jsonl"

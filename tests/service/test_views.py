@@ -104,3 +104,50 @@ def test_webrtc_without_a_web_sink_is_not_offered(tmp_path) -> None:
         refused = client.post("/webrtc/cam1", content="v=0\r\n")
         assert refused.status_code == 501 and "web" in refused.json()["detail"]
         assert "rtsp" not in rows(client)["cam1"]["views"]  # no RTSP output in this config
+
+
+def _offer() -> str:
+    """A browser-like offer: receive one video track."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection
+
+    async def make() -> str:
+        client = RTCPeerConnection()
+        client.addTransceiver("video", direction="recvonly")
+        await client.setLocalDescription(await client.createOffer())
+        sdp = client.localDescription.sdp
+        await client.close()
+        return sdp
+
+    return asyncio.run(make())
+
+
+def test_an_answer_given_up_on_and_offers_past_the_cap_leave_no_connection(monkeypatch) -> None:
+    import asyncio
+
+    from aiortc import RTCPeerConnection
+
+    from service import webrtc
+    from stages.sinks.web import LiveHub
+
+    views = webrtc.ThreadedViews(LiveHub())
+    real = RTCPeerConnection.setLocalDescription
+
+    async def slow(self, description):  # ICE gathering that waits on an unreachable server
+        await asyncio.sleep(2)
+        return await real(self, description)
+
+    monkeypatch.setattr(RTCPeerConnection, "setLocalDescription", slow)
+    try:
+        with pytest.raises(TimeoutError, match=r"in 0\.3 s"):
+            views.answer("cam1", _offer(), timeout=0.3)
+        assert wait_until(lambda: views.connections == 0, 5), views.connections  # closed
+        encoder = views.views.encoders["cam1"]
+        assert wait_until(lambda: not encoder.viewers, 5)  # nobody left subscribed
+        monkeypatch.setattr(webrtc, "MAX_VIEWERS", 0)
+        with pytest.raises(webrtc.TooManyViewers):
+            views.answer("cam1", _offer(), timeout=5)
+        assert views.connections == 0
+    finally:
+        views.close()
