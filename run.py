@@ -122,6 +122,15 @@ def apply_overrides(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, 
             group = {n: source_args_for(u) for n, u in inputs.items()}
             entry.update(keep | {"kind": "sources", "sources": group})
     if args.realtime or args.loop:
+        for entry in source_entries:  # a group's short forms (a list, NAME: "x.mp4") as entries
+            if entry.get("kind") == "sources":
+                given = entry.get("sources") or {}
+                try:
+                    named = named_sources(given) if isinstance(given, list) else given
+                except ValueError as error:
+                    raise ConfigError(f"sources: {error}") from None
+                entry["sources"] = {n: source_args_for(u) if isinstance(u, str) else u
+                                    for n, u in named.items()}  # fmt: skip
         files = [one for entry in source_entries
                  for one in (entry.get("sources", {}).values() if entry.get("kind") == "sources"
                              else [entry])

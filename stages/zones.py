@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ from pipeline.frame import Frame
 from pipeline.per_source import safe_name
 from pipeline.results import Analytics, DensePoseResult, Detections, Event
 from pipeline.stage import References, Stage
+from stages.sinks.durable import claim
 from stages.zones_geometry import (
     Coordinates,
     Geometry,
@@ -164,7 +166,7 @@ class Zones(Stage):
             side changes (absorbs a detector's jitter).
         lost_after: frames a track may go unseen before it has ended (leaves its zones).
         snapshots: a folder: each frame with events is written there as JPEG
-            (``<source>-<index>.jpg``), its path in those events.
+            (``<source>-<index>.jpg``, never over an earlier one), its path in those events.
     """
 
     stateful = True
@@ -335,10 +337,15 @@ class Zones(Stage):
 
     def _snapshot(self, frame: Frame, events: list[Event]) -> list[Event]:
         assert self.snapshots is not None
-        path = self.snapshots / f"{safe_name(frame.source_id)}-{frame.index:08d}.jpg"
-        if not cv2.imwrite(str(path), frame.image):
-            log.warning("zones: could not write the snapshot %s", path)
+        ok, data = cv2.imencode(".jpg", frame.image)
+        stem = self.snapshots / f"{safe_name(frame.source_id)}-{frame.index:08d}"
+        try:  # a source that starts over has the same indexes: never over an earlier picture
+            _, path, fd = claim(lambda n: stem.with_name(f"{stem.name}{f'-{n}' if n else ''}.jpg"))
+        except SinkError as error:
+            log.warning("zones: could not write a snapshot: %s", error)
             return events
+        with os.fdopen(fd, "wb") as file:
+            file.write(data.tobytes() if ok else b"")
         return [dataclasses.replace(e, snapshot=str(path)) for e in events]
 
     def status(self) -> dict[str, Any]:

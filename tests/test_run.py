@@ -377,6 +377,15 @@ def test_realtime_and_loop_pace_the_files_among_cameras() -> None:
 
     from pipeline.errors import ConfigError
 
+    listed = {"stages": [{"name": "cams", "kind": "sources",
+                          "sources": ["a=media/faces.mp4", "rtsp://cam/live"]}]}  # fmt: skip
+    group = run.apply_overrides(listed, run.parse_args(["x.yaml", "--loop"]))["stages"][0]
+    assert group["sources"]["a"]["loop"] and group["sources"]["cam-live"]["kind"] == "stream"
+    mapped = {"stages": [{"name": "cams", "kind": "sources", "sources": {"a": "x.mp4"}}]}
+    group = run.apply_overrides(mapped, run.parse_args(["x.yaml", "--realtime"]))["stages"][0]
+    assert group["sources"]["a"] == {"kind": "file", "path": "x.mp4", "realtime": True,
+                                     "loop": False}  # fmt: skip
+
     only_cameras = ["x.yaml", "--source", "door=rtsp://cam/live", "--loop"]
     with pytest.raises(ConfigError, match="apply to file sources, and none is given"):
         run.apply_overrides(raw, run.parse_args(only_cameras))

@@ -533,6 +533,11 @@ def test_snapshots_are_written_for_frames_with_events(tmp_path: Path) -> None:
         "door_cam-00000000.jpg", "door_cam-00000008.jpg"]  # fmt: skip
     image = cv2.imread(results[8].events[0].snapshot)
     assert image.shape == (HEIGHT, WIDTH, 3)
+    again = make(snapshots=str(tmp_path / "shots"))  # the source starts over: same indexes
+    again.open()
+    first = [r.events[0].snapshot for r in run(again, scene(source="door cam")[:9]) if r.events]
+    assert first[0] == str(tmp_path / "shots" / "door_cam-00000000-1.jpg")  # not over it
+    assert len(list((tmp_path / "shots").iterdir())) == 4
 
 
 def test_draw_shades_zones_and_shows_lines_with_their_counts(drawn_labels: list[str]) -> None:
