@@ -8,12 +8,15 @@ the ``FrameGraphError`` a worker raised (its one line, for the API).
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError, FrameGraphError, StageError
 
+HEAD_TIMEOUT_S = 5.0
+"""How long joining a cluster waits for its head to take a connection."""
 HEALTH_GROUP = "health"
 """The workers' concurrency group for health checks: a thread of its own, so that a ping is
 answered at once while every other thread waits on slow calls (WebRTC answers wait up to
@@ -49,10 +52,29 @@ def connect(address: str) -> None:
         ConfigError: no Ray, or the cluster cannot be reached.
     """
     ray = require_ray()
+    if address != "auto" and "://" not in address:
+        _reachable(address)  # Ray itself keeps retrying a dead head for minutes
     try:
         ray.init(address=None if address == "auto" else address, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise ConfigError(f"--ray {address}: cannot join the cluster: {error}") from None
+
+
+def _reachable(address: str, timeout: float = HEAD_TIMEOUT_S) -> None:
+    """Checks that the head's ``HOST:PORT`` takes a TCP connection.
+
+    Raises:
+        ConfigError: it is not ``HOST:PORT``, or nothing answers there (one line).
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray {address}: expected auto or the head's HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout):
+            pass
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        raise ConfigError(f"--ray {address}: cannot reach the Ray head: {why}") from None
 
 
 @dataclass

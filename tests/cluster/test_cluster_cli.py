@@ -33,6 +33,21 @@ def test_ray_without_api_is_a_one_line_config_error() -> None:
     ]
 
 
+def test_an_unreachable_head_is_a_one_line_config_error() -> None:
+    port = free_port()  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), str(ROOT / "configs" / "motion.yaml"),
+         "--api", f"127.0.0.1:{free_port()}", "--ray", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: --ray 127.0.0.1:{port}: cannot reach the Ray head: ")
+    )
+
+
 class FakeController:
     """Answers as ``ClusterController`` does, for one camera ``cam1`` on node ``NODE``."""
 
